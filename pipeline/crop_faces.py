@@ -1,0 +1,126 @@
+"""Stage crop_faces: find anime faces with lbpcascade_animeface and save each as a square crop.
+
+python -m pipeline.crop_faces [--input data/raw/images] [--output data/faces]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline.cascade import detect_faces, load_detector, resolve_cascade
+from pipeline.cli import run_stage, stage_parser
+from pipeline.files import write_json
+from pipeline.params import CropParams, PipelineError, read_section
+
+log = logging.getLogger("pipeline.crop_faces")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+BOXES_FILE = "boxes.jsonl"
+
+
+@dataclass(frozen=True)
+class CropResult:
+    source: str
+    records: list[dict]
+    error: str | None = None
+
+
+_detector: cv2.CascadeClassifier | None = None
+
+
+def _init_worker(cascade_path: str) -> None:
+    global _detector
+    cv2.setNumThreads(1)  # one image per process already uses every core
+    _detector = load_detector(Path(cascade_path))
+
+
+def read_bgr(path: Path) -> np.ndarray:
+    """Decode fully with Pillow, which raises on truncated files that OpenCV would half-read."""
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+def crop_image(job: tuple[Path, Path, CropParams]) -> CropResult:
+    source, output, params = job
+    try:
+        bgr = read_bgr(source)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return CropResult(source.name, [], f"{exc.__class__.__name__}: {exc}")
+    assert _detector is not None
+    boxes = detect_faces(_detector, bgr, params.scale_factor, params.min_neighbors, params.min_size)
+    height, width = bgr.shape[:2]
+    records = []
+    for k, (x, y, w, h) in enumerate(sorted(boxes)):
+        face = cv2.resize(bgr[y:y + h, x:x + w], (params.size, params.size),
+                          interpolation=cv2.INTER_AREA if w >= params.size else cv2.INTER_CUBIC)
+        name = f"{source.stem}_{k}.png"
+        cv2.imwrite(str(output / name), face)
+        records.append({"face": name, "source_image": source.name, "box": [x, y, w, h],
+                        "size": params.size, "image_width": width, "image_height": height})
+    return CropResult(source.name, records)
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise PipelineError(f"{folder}: input folder not found; run the scrape stage first")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def crop_folder(params: CropParams, source: Path, output: Path) -> dict[str, int]:
+    """Crop every image of `source` into `output`, replacing it only once all crops are written."""
+    cascade = resolve_cascade(params.cascade)
+    images = list_images(source)
+    staging = output.with_name(f".{output.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    workers = params.workers or os.cpu_count() or 1
+    stats = {"images": len(images), "unreadable": 0, "images_with_faces": 0, "faces": 0}
+    with (multiprocessing.Pool(workers, _init_worker, (str(cascade),)) as pool,
+          (staging / BOXES_FILE).open("w") as boxes):
+        jobs = [(path, staging, params) for path in images]
+        for result in tqdm(pool.imap(crop_image, jobs, chunksize=4), total=len(jobs),
+                           desc="crop_faces", unit="image"):
+            if result.error:
+                stats["unreadable"] += 1
+                log.warning("skipped unreadable image %s (%s)", result.source, result.error)
+                continue
+            stats["images_with_faces"] += bool(result.records)
+            stats["faces"] += len(result.records)
+            for record in result.records:
+                boxes.write(json.dumps(record) + "\n")
+    shutil.rmtree(output, ignore_errors=True)
+    staging.rename(output)
+    log.info("%d faces in %d of %d images (%d unreadable)", stats["faces"],
+             stats["images_with_faces"], stats["images"], stats["unreadable"])
+    return stats
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, default=Path("data/raw/images"),
+                        help="folder of illustrations (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=Path("data/faces"),
+                        help="folder for the face crops and boxes.jsonl (default: %(default)s)")
+    parser.add_argument("--stats", type=Path, default=Path("data/crop_stats.json"),
+                        help="counts of images, faces and unreadable files (default: %(default)s)")
+    args = parser.parse_args(argv)
+    params = read_section("crop", args.params)
+    stats = crop_folder(params, args.input, args.output)
+    write_json(args.stats, stats)
+
+
+if __name__ == "__main__":
+    run_stage(main)

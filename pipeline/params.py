@@ -1,0 +1,203 @@
+"""params.yaml, read and checked once, so every stage fails fast with one line naming the param."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+
+class PipelineError(Exception):
+    """An error the user can act on; stages print it as one line instead of a traceback."""
+
+
+class ParamError(PipelineError):
+    pass
+
+
+SOURCES = ("demo", "konachan")
+IMAGE_SIZES = (48, 64)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ParamError(f"{name}: {message}")
+
+
+@dataclass(frozen=True)
+class ScrapeParams:
+    source: str = "demo"
+    base_url: str | None = None
+    tags: str = ""
+    pages: int = 5
+    max_posts: int = 100
+    rate: float = 1.0
+    timeout: float = 30.0
+    retries: int = 4
+    user_agent: str = "anime-face-dcgan/0.1 (research scraper; +https://github.com/anime-face-dcgan)"
+    demo_seed: int = 0
+
+    def validate(self) -> None:
+        _require(self.source in SOURCES, "scrape.source",
+                 f"unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
+        _require(self.pages >= 1, "scrape.pages", f"must be at least 1, got {self.pages}")
+        _require(self.max_posts >= 0, "scrape.max_posts",
+                 f"must be 0 (no limit) or more, got {self.max_posts}")
+        _require(self.rate > 0, "scrape.rate",
+                 f"must be a positive number of requests per second, got {self.rate}")
+        _require(self.timeout > 0, "scrape.timeout", f"must be positive, got {self.timeout}")
+        _require(self.retries >= 0, "scrape.retries", f"must be 0 or more, got {self.retries}")
+        _require(bool(self.user_agent.strip()), "scrape.user_agent", "must not be empty")
+        if self.base_url is not None:
+            _require(self.base_url.startswith(("http://", "https://")), "scrape.base_url",
+                     f"must start with http:// or https://, got {self.base_url!r}")
+
+
+@dataclass(frozen=True)
+class CropParams:
+    cascade: str | None = None
+    scale_factor: float = 1.1
+    min_neighbors: int = 5
+    min_size: int = 48
+    size: int = 96
+    workers: int = 0
+
+    def validate(self) -> None:
+        _require(self.scale_factor > 1.0, "crop.scale_factor",
+                 f"must be greater than 1, got {self.scale_factor}")
+        _require(self.min_neighbors >= 0, "crop.min_neighbors",
+                 f"must be 0 or more, got {self.min_neighbors}")
+        _require(self.min_size >= 8, "crop.min_size", f"must be at least 8, got {self.min_size}")
+        _require(self.size >= 16, "crop.size", f"must be at least 16, got {self.size}")
+        _require(self.workers >= 0, "crop.workers",
+                 f"must be 0 (all cores) or more, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class ManifestParams:
+    val_fraction: float = 0.1
+
+    def validate(self) -> None:
+        _require(0.0 <= self.val_fraction < 1.0, "manifest.val_fraction",
+                 f"must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    image_size: int = 48
+    nz: int = 100
+    ngf: int = 32
+    ndf: int = 32
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    label_smoothing: float = 0.9
+    ema_decay: float = 0.999
+    flip: bool = True
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 0
+    sample_every: int = 1
+
+    def validate(self) -> None:
+        _require(self.image_size in IMAGE_SIZES, "train.image_size",
+                 f"must be one of {IMAGE_SIZES}, got {self.image_size}")
+        for name in ("nz", "ngf", "ndf", "epochs", "batch_size", "sample_every"):
+            value = getattr(self, name)
+            _require(value >= 1, f"train.{name}", f"must be at least 1, got {value}")
+        _require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")
+        _require(0.0 <= self.beta1 < 1.0, "train.beta1", f"must be in [0, 1), got {self.beta1}")
+        _require(0.5 < self.label_smoothing <= 1.0, "train.label_smoothing",
+                 f"is the target for real images, in (0.5, 1], got {self.label_smoothing}")
+        _require(0.0 <= self.ema_decay < 1.0, "train.ema_decay",
+                 f"must be in [0, 1) (0 turns EMA off), got {self.ema_decay}")
+        _require(self.device in DEVICES, "train.device",
+                 f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        _require(self.precision in PRECISIONS, "train.precision",
+                 f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _require(self.threads >= 0, "train.threads",
+                 f"must be 0 (all cores) or more, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    seed: int = 7
+    grid: int = 8
+    interpolation_rows: int = 6
+    interpolation_steps: int = 10
+
+    def validate(self) -> None:
+        for name in ("grid", "interpolation_rows"):
+            value = getattr(self, name)
+            _require(value >= 1, f"render.{name}", f"must be at least 1, got {value}")
+        _require(self.interpolation_steps >= 2, "render.interpolation_steps",
+                 f"must be at least 2, got {self.interpolation_steps}")
+
+
+SECTIONS: dict[str, type] = {
+    "scrape": ScrapeParams,
+    "crop": CropParams,
+    "manifest": ManifestParams,
+    "train": TrainParams,
+    "render": RenderParams,
+}
+
+T = TypeVar("T")
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """YAML gives ints where floats are meant (rate: 2); anything else of the wrong type is an error."""
+    if isinstance(default, bool):
+        _require(isinstance(value, bool), name, f"must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        ok = isinstance(value, type(default)) and not isinstance(value, bool)
+        _require(ok, name, f"must be a {type(default).__name__}, got {value!r}")
+        return value
+    if default is None or isinstance(default, str):
+        ok = value is None or isinstance(value, str)
+        _require(ok, name, f"must be a string, got {value!r}")
+        return value
+    return value
+
+
+def read_section(name: str, params_path: str | Path = "params.yaml") -> Any:
+    """Return the validated dataclass for one section of params.yaml (defaults for absent keys)."""
+    path = Path(params_path)
+    if not path.is_file():
+        raise ParamError(f"{path}: params file not found (run from the project root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    return parse_section(name, raw.get(name) or {})
+
+
+def parse_section(name: str, values: dict[str, Any]) -> Any:
+    cls = SECTIONS[name]
+    if not isinstance(values, dict):
+        raise ParamError(f"{name}: must be a mapping of settings")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ParamError(f"{name}.{unknown[0]}: unknown param (known: {', '.join(known)})")
+    defaults = cls()
+    kwargs = {
+        key: _coerce(f"{name}.{key}", value, getattr(defaults, key)) for key, value in values.items()
+    }
+    params = cls(**kwargs)
+    params.validate()
+    return params
+
+
+def as_dict(params: Any) -> dict[str, Any]:
+    return dataclasses.asdict(params)
