@@ -1,0 +1,309 @@
+"""The scraper's one HTTP client, shared by every site adapter, polite by construction.
+
+Every request start, retries and robots.txt included, passes one per-host rate limiter; robots.txt
+is obeyed; only failures that can heal are retried, and their waits follow what the server asked
+for; bodies are bounded so a bad page cannot fill the disk. urllib3's own Retry is not used
+because its retries would bypass the rate limiter.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from protego import Protego
+
+from pipeline.params import PipelineError
+
+log = logging.getLogger("pipeline.http")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_REDIRECTS = 5
+ROBOTS_MAX_BYTES = 500 * 1024  # what Google reads of a robots.txt; more is a broken file
+CHALLENGE_SNIFF_BYTES = 256 * 1024  # a Cloudflare challenge page puts its marker well before this
+CHUNK_BYTES = 64 * 1024
+TRANSIENT_ERRORS = (
+    requests.ConnectionError,  # refused, reset, DNS, and read timeouts while streaming the body
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,  # body cut short, Content-Length mismatch included
+)
+_DELTA_SECONDS = re.compile(r"\s*(\d+)\s*")
+
+
+class FetchError(PipelineError):
+    """A request that failed for good: the caller skips the item or stops, it never retries."""
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class CloudflareChallenge(FetchError):
+    """The site answers with a bot challenge; retrying only annoys it, so stop that source."""
+
+
+class HostRateLimiter:
+    """Spaces request starts to each host at least 1/rate apart across all threads, so parallel
+    downloads never add up to more than the budget the site is given."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        self._interval = 1.0 / rate
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_start: dict[str, float] = {}
+
+    def wait(self, host: str) -> None:
+        """Reserve the host's next free slot under the lock, then sleep outside it, so waiting
+        threads queue up in order instead of racing for the same slot. An idle host earns no
+        burst: a slot is never earlier than now."""
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next_start.get(host, now))
+            self._next_start[host] = start + self._interval
+        if start > now:
+            self._sleep(start - now)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Servers send either delta-seconds or an HTTP date (RFC 9110 10.2.3); a date already past
+    means "now", and anything unreadable means the header might as well be absent."""
+    if value is None:
+        return None
+    if match := _DELTA_SECONDS.fullmatch(value):
+        return float(match[1])
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):  # Python 3.10 raises TypeError for some garbage
+        return None
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (_as_utc(when) - _as_utc(now)).total_seconds())
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _hostname(url: str) -> str:
+    return urlsplit(url).hostname or ""
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class PoliteSession:
+    """A requests session that cannot be impolite: see the module docstring.
+
+    `sleep` is used for retry waits only; the rate limiter always runs on the real clock, so a
+    test that records sleeps cannot switch politeness off by accident.
+    """
+
+    def __init__(self, user_agent: str, rate: float = 1.0, timeout: float = 30.0,
+                 retries: int = 4, backoff: float = 1.0, max_backoff: float = 60.0,
+                 default_retry_after: float = 30.0, max_retry_after: float = 300.0,
+                 respect_robots: bool = True,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.user_agent = user_agent
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.default_retry_after = default_retry_after
+        self.max_retry_after = max_retry_after
+        self.respect_robots = respect_robots
+        self._sleep = sleep
+        self._limiter = HostRateLimiter(rate)
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = user_agent
+        self._lock = threading.Lock()  # guards the counters and the robots lock table
+        self._requests_sent = 0
+        self._robots_refused = 0
+        self._robots: dict[str, Protego] = {}
+        self._robots_locks: dict[str, threading.Lock] = {}
+
+    @property
+    def requests_sent(self) -> int:
+        """Every request put on the wire: attempts, redirect hops and robots.txt."""
+        return self._requests_sent
+
+    @property
+    def robots_refused(self) -> int:
+        return self._robots_refused
+
+    def allowed(self, url: str) -> bool:
+        """Whether robots.txt lets our user agent fetch `url`. A site without a robots.txt (any
+        4xx) allows everything; one whose robots.txt cannot be read (5xx, unreachable) is
+        treated the same, with a warning, rather than stopping the scrape. A Cloudflare
+        challenge on robots.txt is raised: the pages behind it would get one too."""
+        if not self.respect_robots:
+            return True
+        return self._robots_for(_origin(url)).can_fetch(url, self.user_agent)
+
+    def get(self, url: str, *, max_bytes: int | None = None,
+            accept: tuple[str, ...] | None = None) -> requests.Response:
+        """GET `url` politely; the returned response has its body read, within `max_bytes`, and
+        a Content-Type starting with one of `accept` when given. Raises FetchError otherwise."""
+        return self._get_following_redirects(url, max_bytes, accept, obey_robots=True)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> PoliteSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def _robots_for(self, origin: str) -> Protego:
+        """One fetch per origin even when many threads ask at once: a lock per origin, so a slow
+        robots.txt on one site does not hold up the others."""
+        with self._lock:
+            origin_lock = self._robots_locks.setdefault(origin, threading.Lock())
+        with origin_lock:
+            if origin not in self._robots:
+                self._robots[origin] = self._load_robots(origin)
+            return self._robots[origin]
+
+    def _load_robots(self, origin: str) -> Protego:
+        robots_url = f"{origin}/robots.txt"
+        try:
+            response = self._get_following_redirects(robots_url, ROBOTS_MAX_BYTES, None,
+                                                     obey_robots=False)
+        except CloudflareChallenge:
+            raise
+        except FetchError as exc:
+            if exc.status is not None and 400 <= exc.status < 500 \
+                    and exc.status not in RETRY_STATUSES:
+                log.debug("%s: HTTP %d, so everything is allowed", robots_url, exc.status)
+            else:
+                log.warning("%s; cannot read robots.txt, assuming everything is allowed", exc)
+            return Protego.parse("")
+        return Protego.parse(response.content.decode("utf-8", errors="replace"))
+
+    def _get_following_redirects(self, url: str, max_bytes: int | None,
+                                 accept: tuple[str, ...] | None,
+                                 obey_robots: bool) -> requests.Response:
+        """Redirects are followed here, not by requests, so every hop is rate-limited, checked
+        against robots.txt, and kept on the host the scrape was pointed at."""
+        requested_url = url
+        for _ in range(MAX_REDIRECTS + 1):
+            if obey_robots and not self.allowed(url):
+                with self._lock:
+                    self._robots_refused += 1
+                raise FetchError(f"{url}: robots.txt disallows it for our user agent", url=url)
+            response = self._get_with_retries(url, max_bytes, accept)
+            if not response.is_redirect:
+                return response
+            target = urljoin(url, response.headers["Location"])
+            if _hostname(target) != _hostname(url) \
+                    or urlsplit(target).scheme not in ("http", "https"):
+                raise FetchError(f"{url}: redirects to another host or scheme ({target}); "
+                                 "not following", url=url, status=response.status_code)
+            url = target
+        raise FetchError(f"{requested_url}: more than {MAX_REDIRECTS} redirects",
+                         url=requested_url, status=response.status_code)
+
+    def _get_with_retries(self, url: str, max_bytes: int | None,
+                          accept: tuple[str, ...] | None) -> requests.Response:
+        host = _hostname(url)
+        attempt = 0
+        while True:
+            self._limiter.wait(host)
+            with self._lock:
+                self._requests_sent += 1
+            try:
+                with self._session.get(url, timeout=self.timeout, stream=True,
+                                       allow_redirects=False) as response:
+                    if _is_cloudflare_challenge(response):
+                        raise CloudflareChallenge(
+                            f"{url}: the site is behind a Cloudflare bot challenge "
+                            f"(HTTP {response.status_code}); this scraper will not solve it",
+                            url=url, status=response.status_code)
+                    if response.status_code not in RETRY_STATUSES:
+                        _check_and_read(response, url, max_bytes, accept)
+                        return response
+                    status: int | None = response.status_code
+                    reason = f"HTTP {response.status_code}"
+                    wait = self._wait_after_status(response, attempt)
+            except TRANSIENT_ERRORS as exc:
+                status, reason, wait = None, f"{type(exc).__name__}: {exc}", self._backoff(attempt)
+            except requests.RequestException as exc:  # a bad URL or body encoding: will not heal
+                raise FetchError(f"{url}: {type(exc).__name__}: {exc}", url=url) from exc
+            if attempt >= self.retries:
+                raise FetchError(f"{url}: giving up after {attempt + 1} attempts, last: {reason}",
+                                 url=url, status=status)
+            log.warning("%s: %s; retry %d of %d in %.1f s", url, reason, attempt + 1,
+                        self.retries, wait)
+            self._sleep(wait)
+            attempt += 1
+
+    def _wait_after_status(self, response: requests.Response, attempt: int) -> float:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        if response.status_code == 429:
+            return self.default_retry_after
+        return self._backoff(attempt)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential with equal jitter: at least half the step, so retries still back off,
+        and a random rest, so threads that failed together do not come back together."""
+        step = min(self.max_backoff, self.backoff * 2 ** attempt)
+        return step / 2 + random.uniform(0, step / 2)
+
+
+def _is_cloudflare_challenge(response: requests.Response) -> bool:
+    if response.status_code not in (403, 503):
+        return False
+    if response.headers.get("Server", "").strip().lower() != "cloudflare":
+        return False
+    if response.headers.get("cf-mitigated", "").strip().lower() == "challenge":
+        return True
+    sniffed = b""
+    for chunk in response.iter_content(CHUNK_BYTES):
+        sniffed += chunk
+        if len(sniffed) >= CHALLENGE_SNIFF_BYTES:
+            break
+    return b"_cf_chl_opt" in sniffed
+
+
+def _check_and_read(response: requests.Response, url: str, max_bytes: int | None,
+                    accept: tuple[str, ...] | None) -> None:
+    """Fail permanently on a client error, a wrong Content-Type or an oversized body, and
+    otherwise leave the whole body in `response.content`. Redirects are left unread."""
+    status = response.status_code
+    if status >= 400:
+        raise FetchError(f"{url}: HTTP {status} {response.reason}", url=url, status=status)
+    if response.is_redirect:
+        return
+    content_type = response.headers.get("Content-Type", "")
+    if accept is not None and not content_type.strip().lower().startswith(accept):
+        raise FetchError(f"{url}: Content-Type {content_type!r} is not one of {', '.join(accept)}",
+                         url=url, status=status)
+    declared = response.headers.get("Content-Length", "")
+    if max_bytes is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise FetchError(f"{url}: Content-Length {declared} is over the {max_bytes}-byte limit",
+                         url=url, status=status)
+    body = bytearray()
+    for chunk in response.iter_content(CHUNK_BYTES):
+        body += chunk
+        if max_bytes is not None and len(body) > max_bytes:
+            raise FetchError(f"{url}: body is over the {max_bytes}-byte limit",
+                             url=url, status=status)
+    response._content = bytes(body)  # requests has no public way to hand over a streamed body

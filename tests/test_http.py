@@ -1,0 +1,426 @@
+"""pipeline.http against real HTTP servers on 127.0.0.1 that play back scripted replies."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pipeline.http import (
+    CloudflareChallenge,
+    FetchError,
+    HostRateLimiter,
+    PoliteSession,
+    parse_retry_after,
+)
+
+USER_AGENT = "anime-face-dcgan-tests/0.1 (+https://example.invalid)"
+DANBOORU_ROBOTS = "User-agent: *\nDisallow: /\nAllow: /posts\nAllow: /data/*.jpg$\n"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: bytes = b"ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # stall this long before answering, to trip the client's timeout
+    truncate_to: int | None = None  # send only this many body bytes, then hang up
+    send_length: bool = True  # False: no Content-Length, the body ends when the connection does
+
+
+@dataclass(frozen=True)
+class Arrival:
+    at: float  # time.monotonic() when the server read the request
+    path: str
+    user_agent: str
+
+
+class ScriptedServer(ThreadingHTTPServer):
+    """Answers each path with its scripted replies in order, the last one repeating; any
+    other path gets a 404. Records every request that arrives."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ScriptedHandler)
+        self.scripts: dict[str, list[Reply]] = {}
+        self.arrivals: list[Arrival] = []
+        self._lock = threading.Lock()
+
+    def script(self, path: str, *replies: Reply) -> str:
+        self.scripts[path] = list(replies)
+        return self.url(path)
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.server_port}{path}"
+
+    def hits(self, path: str) -> int:
+        return sum(arrival.path == path for arrival in self.arrivals)
+
+    def next_reply(self, path: str, user_agent: str) -> Reply:
+        with self._lock:
+            self.arrivals.append(Arrival(time.monotonic(), path, user_agent))
+            replies = self.scripts.get(path)
+            if not replies:
+                return Reply(404, b"not found")
+            return replies.pop(0) if len(replies) > 1 else replies[0]
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that timed out has hung up before the reply; that is the point, not news."""
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ScriptedServer
+
+    def do_GET(self) -> None:
+        reply = self.server.next_reply(self.path, self.headers.get("User-Agent", ""))
+        time.sleep(reply.delay)
+        self.send_response_only(reply.status)  # no automatic Server header: tests set their own
+        headers = {"Content-Type": "text/plain", **reply.headers}
+        if reply.send_length:
+            headers["Content-Length"] = str(len(reply.body))
+        else:
+            headers["Connection"] = "close"
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.body[:reply.truncate_to])
+        if reply.truncate_to is not None or not reply.send_length:
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    scripted = ScriptedServer()
+    thread = threading.Thread(target=scripted.serve_forever, kwargs={"poll_interval": 0.01},
+                              daemon=True)
+    thread.start()
+    yield scripted
+    scripted.shutdown()
+    scripted.server_close()
+
+
+class SleepRecorder:
+    """Stands in for time.sleep in retry waits: records the wait, returns at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def slept() -> SleepRecorder:
+    return SleepRecorder()
+
+
+@pytest.fixture
+def session(slept: SleepRecorder) -> Iterator[PoliteSession]:
+    """Fast enough for tests: a high rate, short backoff, waits recorded instead of slept."""
+    with PoliteSession(USER_AGENT, rate=1000, timeout=5, retries=3, backoff=0.01,
+                       max_backoff=0.05, sleep=slept) as polite:
+        yield polite
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_limiter_spaces_starts_per_host_without_earning_bursts() -> None:
+    clock = FakeClock()
+    limiter = HostRateLimiter(rate=2, clock=clock, sleep=clock.sleep)
+    limiter.wait("a.example")
+    limiter.wait("a.example")
+    limiter.wait("b.example")  # another host has its own budget
+    assert clock.slept == [0.5]
+    clock.now += 10  # a long idle spell
+    limiter.wait("a.example")
+    limiter.wait("a.example")
+    assert clock.slept == [0.5, 0.5]
+
+
+def test_limiter_gives_concurrent_callers_distinct_slots() -> None:
+    clock = FakeClock()
+    waits: list[float] = []
+    lock = threading.Lock()
+
+    def record(seconds: float) -> None:  # the clock stands still: every caller arrives at 0
+        with lock:
+            waits.append(seconds)
+
+    limiter = HostRateLimiter(rate=4, clock=clock, sleep=record)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda _: limiter.wait("a.example"), range(12)))
+    assert sorted(waits) == [0.25 * slot for slot in range(1, 12)]
+
+
+def test_rate_limit_holds_across_threads_as_seen_by_the_server(server: ScriptedServer) -> None:
+    rate, count = 20.0, 12
+    for page in range(count):
+        server.script(f"/posts?page={page}", Reply())
+    with PoliteSession(USER_AGENT, rate=rate) as polite, ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda page: polite.get(server.url(f"/posts?page={page}")), range(count)))
+    assert server.hits("/robots.txt") == 1
+    starts = sorted(arrival.at for arrival in server.arrivals)
+    assert len(starts) == count + 1
+    # Spaced 1/rate apart, a window of k/rate seconds holds at most k+1 starts; one more is
+    # allowed for scheduling jitter. Without the limiter all 13 land within a few milliseconds.
+    k = 5
+    window = k / rate
+    busiest = max(sum(first <= t <= first + window for t in starts) for first in starts)
+    assert busiest <= k + 2
+    assert starts[-1] - starts[0] >= count / rate - 0.1
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("120", 120.0),
+    (" 7 ", 7.0),
+    ("0", 0.0),
+    ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
+    ("Wed, 21 Oct 2015 07:00:00 GMT", 0.0),  # already past: go now, never a negative wait
+    ("soon", None),
+    ("", None),
+    ("-5", None),
+    ("1.5", None),
+    (None, None),
+])
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
+    assert parse_retry_after(header, now=now) == seconds
+
+
+def test_parse_retry_after_without_now_uses_the_current_time() -> None:
+    in_a_minute = datetime.now(timezone.utc).timestamp() + 60
+    header = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(in_a_minute))
+    assert 55 <= parse_retry_after(header) <= 60
+
+
+def test_429_waits_for_retry_after_then_succeeds(
+        server: ScriptedServer, session: PoliteSession, slept: SleepRecorder,
+        caplog: pytest.LogCaptureFixture) -> None:
+    url = server.script("/posts", Reply(429, headers={"Retry-After": "1"}), Reply(body=b"page"))
+    with caplog.at_level(logging.INFO, logger="pipeline.http"):
+        assert session.get(url).content == b"page"
+    assert slept.waits == [1.0]
+    assert server.hits("/posts") == 2
+    assert "HTTP 429" in caplog.text and "in 1.0 s" in caplog.text
+
+
+def test_429_without_retry_after_waits_the_default(
+        server: ScriptedServer, slept: SleepRecorder) -> None:
+    url = server.script("/posts", Reply(429), Reply())
+    with PoliteSession(USER_AGENT, rate=1000, default_retry_after=7, sleep=slept) as polite:
+        polite.get(url)
+    assert slept.waits == [7]
+
+
+def test_retry_after_is_capped(server: ScriptedServer, slept: SleepRecorder) -> None:
+    url = server.script("/posts", Reply(503, headers={"Retry-After": "86400"}), Reply())
+    with PoliteSession(USER_AGENT, rate=1000, max_retry_after=5, sleep=slept) as polite:
+        polite.get(url)
+    assert slept.waits == [5]
+
+
+def test_503_is_retried_with_backoff(
+        server: ScriptedServer, session: PoliteSession, slept: SleepRecorder) -> None:
+    url = server.script("/posts", Reply(503), Reply(body=b"page"))
+    assert session.get(url).content == b"page"
+    assert server.hits("/posts") == 2
+    assert len(slept.waits) == 1 and 0.005 <= slept.waits[0] <= 0.01
+
+
+def test_retries_exhausted_raise_with_status(
+        server: ScriptedServer, session: PoliteSession, slept: SleepRecorder) -> None:
+    url = server.script("/posts", Reply(500))
+    with pytest.raises(FetchError) as caught:
+        session.get(url)
+    assert caught.value.status == 500 and caught.value.url == url
+    assert url in str(caught.value)
+    assert server.hits("/posts") == 4  # the first attempt and 3 retries
+    steps = [0.01, 0.02, 0.04]  # backoff * 2**attempt, under max_backoff
+    assert all(step / 2 <= wait <= step for wait, step in zip(slept.waits, steps, strict=True))
+
+
+def test_backoff_is_capped(server: ScriptedServer, slept: SleepRecorder) -> None:
+    url = server.script("/posts", Reply(502))
+    with PoliteSession(USER_AGENT, rate=1000, retries=6, backoff=1, max_backoff=3,
+                       sleep=slept) as polite, pytest.raises(FetchError):
+        polite.get(url)
+    assert len(slept.waits) == 6 and max(slept.waits) <= 3
+
+
+def test_404_fails_at_once(
+        server: ScriptedServer, session: PoliteSession, slept: SleepRecorder) -> None:
+    with pytest.raises(FetchError) as caught:
+        session.get(server.url("/posts/missing"))
+    assert caught.value.status == 404
+    assert server.hits("/posts/missing") == 1 and slept.waits == []
+
+
+def test_timeout_is_retried(server: ScriptedServer, slept: SleepRecorder) -> None:
+    url = server.script("/posts", Reply(delay=2.0), Reply(body=b"page"))
+    with PoliteSession(USER_AGENT, rate=1000, timeout=0.5, backoff=0.01, sleep=slept) as polite:
+        assert polite.get(url).content == b"page"
+    assert server.hits("/posts") == 2 and len(slept.waits) == 1
+
+
+def test_truncated_body_is_retried(server: ScriptedServer, session: PoliteSession) -> None:
+    image = bytes(range(256)) * 4
+    url = server.script("/data/a.jpg", Reply(body=image, truncate_to=100), Reply(body=image))
+    assert session.get(url).content == image
+    assert server.hits("/data/a.jpg") == 2
+
+
+def test_redirect_to_another_host_is_refused(
+        server: ScriptedServer, session: PoliteSession) -> None:
+    elsewhere = server.url("/data/a.jpg", host="localhost")
+    url = server.script("/posts/1", Reply(302, headers={"Location": elsewhere}))
+    with pytest.raises(FetchError, match="another host"):
+        session.get(url)
+    assert server.hits("/data/a.jpg") == 0
+
+
+def test_redirect_on_the_same_host_is_followed(
+        server: ScriptedServer, session: PoliteSession) -> None:
+    url = server.script("/old", Reply(301, headers={"Location": "/new"}))
+    server.script("/new", Reply(body=b"moved here"))
+    assert session.get(url).content == b"moved here"
+    assert [arrival.path for arrival in server.arrivals] == ["/robots.txt", "/old", "/new"]
+
+
+def test_redirect_to_another_scheme_is_refused(
+        server: ScriptedServer, session: PoliteSession) -> None:
+    ftp = server.url("/new").replace("http://", "ftp://")
+    url = server.script("/old", Reply(301, headers={"Location": ftp}))
+    with pytest.raises(FetchError, match="another host or scheme"):
+        session.get(url)
+
+
+def test_invalid_url_is_a_fetch_error(session: PoliteSession) -> None:
+    with pytest.raises(FetchError, match="InvalidURL"):
+        session.get("http://127.0.0.1:99999/posts")
+
+
+def test_redirect_loop_stops(server: ScriptedServer, session: PoliteSession) -> None:
+    url = server.script("/loop", Reply(302, headers={"Location": "/loop"}))
+    with pytest.raises(FetchError, match="redirects"):
+        session.get(url)
+    assert server.hits("/loop") == 6  # the request and 5 redirects
+
+
+@pytest.mark.parametrize("challenge", [
+    Reply(403, b"<html>Just a moment...</html>",
+          {"Server": "cloudflare", "cf-mitigated": "challenge"}),
+    Reply(503, b"<script>window._cf_chl_opt={cvId: '3'}</script>", {"Server": "cloudflare"}),
+])
+def test_cloudflare_challenge_stops_at_once(
+        server: ScriptedServer, session: PoliteSession, challenge: Reply) -> None:
+    url = server.script("/posts", challenge)
+    with pytest.raises(CloudflareChallenge, match="Cloudflare.*will not solve it"):
+        session.get(url)
+    assert server.hits("/posts") == 1
+
+
+def test_plain_403_from_cloudflare_is_not_a_challenge(
+        server: ScriptedServer, session: PoliteSession) -> None:
+    url = server.script("/posts", Reply(403, b"forbidden", {"Server": "cloudflare"}))
+    with pytest.raises(FetchError) as caught:
+        session.get(url)
+    assert not isinstance(caught.value, CloudflareChallenge) and caught.value.status == 403
+
+
+@pytest.mark.parametrize("send_length", [True, False], ids=["content-length", "until-close"])
+def test_body_over_max_bytes_fails_without_retry(
+        server: ScriptedServer, session: PoliteSession, send_length: bool) -> None:
+    url = server.script("/data/big.jpg", Reply(body=b"x" * 200_000, send_length=send_length))
+    with pytest.raises(FetchError, match="100000-byte limit"):
+        session.get(url, max_bytes=100_000)
+    assert server.hits("/data/big.jpg") == 1
+    assert session.get(url, max_bytes=200_000).content == b"x" * 200_000
+
+
+def test_wrong_content_type_fails_without_retry(
+        server: ScriptedServer, session: PoliteSession) -> None:
+    page = server.script("/data/a.jpg", Reply(headers={"Content-Type": "text/html"}))
+    jpeg = {"Content-Type": "image/jpeg"}
+    image = server.script("/data/b.jpg", Reply(body=b"\xff\xd8", headers=jpeg))
+    with pytest.raises(FetchError, match="text/html"):
+        session.get(page, accept=("image/",))
+    assert server.hits("/data/a.jpg") == 1
+    assert session.get(image, accept=("image/",)).content == b"\xff\xd8"
+
+
+def test_robots_disallow_is_refused_counted_and_fetched_once(
+        server: ScriptedServer, session: PoliteSession) -> None:
+    server.script("/robots.txt", Reply(body=b"User-agent: *\nDisallow: /private\n"))
+    server.script("/public", Reply())
+    for _ in range(2):
+        with pytest.raises(FetchError, match="robots.txt disallows") as caught:
+            session.get(server.url("/private/a"))
+        assert caught.value.status is None
+        session.get(server.url("/public"))
+    assert session.robots_refused == 2
+    assert server.hits("/robots.txt") == 1 and server.hits("/private/a") == 0
+    assert session.requests_sent == 3  # robots.txt once, /public twice
+
+
+def test_robots_for_our_user_agent_by_product_token(
+        server: ScriptedServer, session: PoliteSession) -> None:
+    server.script("/robots.txt", Reply(body=b"User-agent: anime-face-dcgan-tests\nDisallow: /\n"))
+    assert not session.allowed(server.url("/posts"))
+
+
+def test_danbooru_style_robots(server: ScriptedServer, session: PoliteSession) -> None:
+    server.script("/robots.txt", Reply(body=DANBOORU_ROBOTS.encode()))
+    assert session.allowed(server.url("/posts?page=2"))
+    assert session.allowed(server.url("/data/x.jpg"))
+    assert not session.allowed(server.url("/data/x.jpg.html"))
+    assert not session.allowed(server.url("/users"))
+
+
+def test_unreadable_robots_allows_all_with_a_warning(
+        server: ScriptedServer, slept: SleepRecorder, caplog: pytest.LogCaptureFixture) -> None:
+    server.script("/robots.txt", Reply(500))
+    server.script("/posts", Reply())
+    with PoliteSession(USER_AGENT, rate=1000, retries=1, sleep=slept) as polite:
+        polite.get(server.url("/posts"))
+    assert "assuming everything is allowed" in caplog.text
+
+
+def test_without_respect_robots_robots_txt_is_never_fetched(
+        server: ScriptedServer) -> None:
+    server.script("/robots.txt", Reply(body=b"User-agent: *\nDisallow: /\n"))
+    url = server.script("/posts", Reply())
+    with PoliteSession(USER_AGENT, rate=1000, respect_robots=False) as polite:
+        polite.get(url)
+        assert polite.requests_sent == 1
+    assert server.hits("/robots.txt") == 0
+
+
+def test_every_request_carries_our_user_agent(
+        server: ScriptedServer, session: PoliteSession) -> None:
+    url = server.script("/posts", Reply(503), Reply())
+    session.get(url)
+    assert {arrival.user_agent for arrival in server.arrivals} == {USER_AGENT}
+    assert session.requests_sent == 3
