@@ -181,7 +181,7 @@ def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]
             live.log_metric(f"train/{name}", value)
         live.log_metric("images_seen", step * batch_size, plot=False)
         if epoch % params.sample_every == 0 or epoch == params.epochs:
-            recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed)
+            recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed, batches=2)
             grid = sample_grid(generator_ema, fixed_z, nrow=8)
             live.log_image(f"samples/{epoch:04d}.png", grid.numpy())
         live.next_step()

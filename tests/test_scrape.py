@@ -63,7 +63,7 @@ def test_demo_source_end_to_end(tmp_path):
 
 def test_demo_tag_query(tmp_path):
     _, records, _ = run(tmp_path, write_params(tmp_path, max_posts=3, tags="blue_hair"))
-    assert len(records) == 5 and all("blue_hair" in r["tags"] for r in records)
+    assert len(records) == 3 and all("blue_hair" in r["tags"] for r in records)
 
 
 def test_pages_resume_and_file_names(tmp_path, fake):
