@@ -57,3 +57,30 @@ def test_missing_input_is_one_line(tmp_path, crop_params, capsys):
         run_stage(main, ["--params", str(crop_params), "--input", str(tmp_path / "nope")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_killed_run_keeps_the_previous_output(tmp_path, crop_params, illustrations):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output = tmp_path / "faces"
+    args = ["--params", str(crop_params), "--input", str(illustrations), "--output", str(output),
+            "--stats", str(tmp_path / "stats.json")]
+    main(args)
+    before = (output / "boxes.jsonl").read_text()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child = subprocess.Popen([sys.executable, "-m", "pipeline.crop_faces", *args], cwd=root,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staging = tmp_path / ".faces.partial"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not list(staging.glob("*.png")):
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert (output / "boxes.jsonl").read_text() == before
+    assert len(list(output.glob("*.png"))) == 22
+    main(args)  # and the rerun completes
+    assert (output / "boxes.jsonl").read_text() == before and not staging.exists()
