@@ -18,7 +18,11 @@ class ParamError(PipelineError):
     pass
 
 
-SOURCES = ("demo", "konachan")
+SOURCES = ("demo", "konachan", "yandere", "danbooru", "gelbooru", "local")
+APIS = ("html", "json")
+FILE_KINDS = ("preview", "sample", "original")
+RATINGS = ("safe", "questionable", "explicit")
+CROP_MODES = ("detect", "passthrough")
 IMAGE_SIZES = (48, 64)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -34,18 +38,39 @@ class ScrapeParams:
     source: str = "demo"
     base_url: str | None = None
     tags: str = ""
-    pages: int = 5
-    max_posts: int = 100
+    api: str = "html"
+    first_page: int = 1
+    pages: int = 8
+    max_posts: int = 150
+    file: str = "sample"
+    ratings: tuple[str, ...] = ("safe",)
     rate: float = 1.0
+    workers: int = 2
     timeout: float = 30.0
     retries: int = 4
+    max_bytes: int = 50_000_000
     user_agent: str = "anime-face-dcgan/0.1 (research scraper; +https://github.com/anime-face-dcgan)"
+    local_path: str | None = None
     demo_seed: int = 0
 
     def validate(self) -> None:
         _require(self.source in SOURCES, "scrape.source",
                  f"unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
+        _require(self.api in APIS, "scrape.api", f"must be one of {', '.join(APIS)}, got {self.api!r}")
+        _require(self.first_page >= 1, "scrape.first_page",
+                 f"must be at least 1, got {self.first_page}")
         _require(self.pages >= 1, "scrape.pages", f"must be at least 1, got {self.pages}")
+        _require(self.file in FILE_KINDS, "scrape.file",
+                 f"must be one of {', '.join(FILE_KINDS)}, got {self.file!r}")
+        unknown = sorted(set(self.ratings) - set(RATINGS))
+        _require(bool(self.ratings) and not unknown, "scrape.ratings",
+                 f"must list some of {', '.join(RATINGS)}, got {list(self.ratings)}")
+        _require(self.workers >= 1, "scrape.workers", f"must be at least 1, got {self.workers}")
+        _require(self.max_bytes >= 1024, "scrape.max_bytes",
+                 f"must be at least 1024, got {self.max_bytes}")
+        if self.source == "local":
+            _require(bool(self.local_path), "scrape.local_path",
+                     "must name a folder, zip or tar of images when scrape.source is local")
         _require(self.max_posts >= 0, "scrape.max_posts",
                  f"must be 0 (no limit) or more, got {self.max_posts}")
         _require(self.rate > 0, "scrape.rate",
@@ -65,6 +90,8 @@ class CropParams:
     min_neighbors: int = 5
     min_size: int = 48
     size: int = 96
+    margin: float = 0.0
+    mode: str = "detect"
     workers: int = 0
 
     def validate(self) -> None:
@@ -74,6 +101,10 @@ class CropParams:
                  f"must be 0 or more, got {self.min_neighbors}")
         _require(self.min_size >= 8, "crop.min_size", f"must be at least 8, got {self.min_size}")
         _require(self.size >= 16, "crop.size", f"must be at least 16, got {self.size}")
+        _require(0.0 <= self.margin <= 2.0, "crop.margin",
+                 f"is the share of the box added on each side, in [0, 2], got {self.margin}")
+        _require(self.mode in CROP_MODES, "crop.mode",
+                 f"must be one of {', '.join(CROP_MODES)}, got {self.mode!r}")
         _require(self.workers >= 0, "crop.workers",
                  f"must be 0 (all cores) or more, got {self.workers}")
 
@@ -81,10 +112,19 @@ class CropParams:
 @dataclass(frozen=True)
 class ManifestParams:
     val_fraction: float = 0.1
+    dedup_distance: int = 4
+    min_face_size: int = 0
+    include_tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
 
     def validate(self) -> None:
         _require(0.0 <= self.val_fraction < 1.0, "manifest.val_fraction",
                  f"must be in [0, 1), got {self.val_fraction}")
+        _require(-1 <= self.dedup_distance <= 64, "manifest.dedup_distance",
+                 f"is a perceptual-hash Hamming distance in [0, 64] (-1: off), "
+                 f"got {self.dedup_distance}")
+        _require(self.min_face_size >= 0, "manifest.min_face_size",
+                 f"must be 0 or more source pixels, got {self.min_face_size}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +133,7 @@ class TrainParams:
     nz: int = 100
     ngf: int = 32
     ndf: int = 32
-    epochs: int = 100
+    epochs: int = 600
     batch_size: int = 64
     lr: float = 2e-4
     beta1: float = 0.5
@@ -104,7 +144,7 @@ class TrainParams:
     device: str = "auto"
     precision: str = "auto"
     threads: int = 0
-    sample_every: int = 1
+    sample_every: int = 20
 
     def validate(self) -> None:
         _require(self.image_size in IMAGE_SIZES, "train.image_size",
@@ -130,8 +170,11 @@ class TrainParams:
 class RenderParams:
     seed: int = 7
     grid: int = 8
+    face_px: int = 96
+    temperature: float = 1.0
     interpolation_rows: int = 6
     interpolation_steps: int = 10
+    gif_fps: int = 12
 
     def validate(self) -> None:
         for name in ("grid", "interpolation_rows"):
@@ -139,6 +182,31 @@ class RenderParams:
             _require(value >= 1, f"render.{name}", f"must be at least 1, got {value}")
         _require(self.interpolation_steps >= 2, "render.interpolation_steps",
                  f"must be at least 2, got {self.interpolation_steps}")
+        _require(16 <= self.face_px <= 512, "render.face_px",
+                 f"must be in [16, 512], got {self.face_px}")
+        _require(0.0 < self.temperature <= 2.0, "render.temperature",
+                 f"scales the latent noise, in (0, 2], got {self.temperature}")
+        _require(1 <= self.gif_fps <= 60, "render.gif_fps", f"must be in [1, 60], got {self.gif_fps}")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    samples: int = 2000
+    seed: int = 123
+    batch_size: int = 100
+    inception_weights: str | None = None
+    face_rate_size: int = 96
+    nearest: int = 16
+    device: str = "auto"
+
+    def validate(self) -> None:
+        for name in ("samples", "batch_size", "nearest"):
+            value = getattr(self, name)
+            _require(value >= 1, f"evaluate.{name}", f"must be at least 1, got {value}")
+        _require(self.face_rate_size >= 48, "evaluate.face_rate_size",
+                 f"must be at least the cascade's 48 px, got {self.face_rate_size}")
+        _require(self.device in DEVICES, "evaluate.device",
+                 f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
 
 SECTIONS: dict[str, type] = {
@@ -146,6 +214,7 @@ SECTIONS: dict[str, type] = {
     "crop": CropParams,
     "manifest": ManifestParams,
     "train": TrainParams,
+    "evaluate": EvaluateParams,
     "render": RenderParams,
 }
 
@@ -154,6 +223,10 @@ T = TypeVar("T")
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """YAML gives ints where floats are meant (rate: 2); anything else of the wrong type is an error."""
+    if isinstance(default, tuple):
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        _require(ok, name, f"must be a list of strings, got {value!r}")
+        return tuple(value)
     if isinstance(default, bool):
         _require(isinstance(value, bool), name, f"must be true or false, got {value!r}")
         return value

@@ -4,7 +4,7 @@ from pipeline.params import ParamError, TrainParams, parse_section, read_section
 
 
 def test_defaults_file_is_valid():
-    for section in ("scrape", "crop", "manifest", "train", "render"):
+    for section in ("scrape", "crop", "manifest", "train", "evaluate", "render"):
         read_section(section, "params.yaml")
 
 
