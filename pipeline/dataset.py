@@ -32,10 +32,24 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
         return list(reader)
 
 
+def split_rows(manifest_path: str | Path, split: str) -> list[dict[str, str]]:
+    return [row for row in read_manifest(manifest_path) if row["split"] == split]
+
+
+def class_labels(rows: list[dict[str, str]], class_tags: tuple[str, ...]) -> torch.Tensor:
+    """Class index of each face from its post's tags, -1 where none or several class tags match
+    (a post with two characters of different hair colours says nothing about each face)."""
+    labels = []
+    for row in rows:
+        matches = [i for i, tag in enumerate(class_tags) if tag in row["tags"].split()]
+        labels.append(matches[0] if len(matches) == 1 else -1)
+    return torch.tensor(labels, dtype=torch.long)
+
+
 def load_faces(manifest_path: str | Path, split: str, image_size: int) -> torch.Tensor:
     """Decode the faces of one split to a (N, 3, S, S) uint8 tensor; paths are manifest-relative."""
     manifest_path = Path(manifest_path)
-    rows = [row for row in read_manifest(manifest_path) if row["split"] == split]
+    rows = split_rows(manifest_path, split)
     if not rows:
         raise PipelineError(f"{manifest_path}: no faces in the {split!r} split; scrape more images")
     faces = np.empty((len(rows), image_size, image_size, 3), dtype=np.uint8)

@@ -1,22 +1,84 @@
-"""GAN losses as small pure functions of D's logits (logits, so they stay valid under autocast)."""
+"""GAN losses as small pure functions of D's outputs (logits, so they stay valid under autocast).
+
+Each loss is a pair: D's loss from its outputs on real and generated images, and G's loss from
+D's outputs on generated images. `real_target` below 1 is one-sided label smoothing (Salimans et
+al. 2016); the hinge and Wasserstein losses have no target to smooth.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 
-def d_loss_nonsaturating(real_logits: torch.Tensor, fake_logits: torch.Tensor,
-                         real_target: float = 1.0) -> torch.Tensor:
-    """D's BCE loss; real_target < 1 is one-sided label smoothing (Salimans et al. 2016)."""
-    real = F.binary_cross_entropy_with_logits(
-        real_logits.float(), torch.full_like(real_logits, real_target, dtype=torch.float32))
-    fake = F.binary_cross_entropy_with_logits(
-        fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float32))
-    return real + fake
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-def g_loss_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
+def d_loss_nonsaturating(real: torch.Tensor, fake: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    return _bce(real, real_target) + _bce(fake, 0.0)
+
+
+def g_loss_nonsaturating(fake: torch.Tensor) -> torch.Tensor:
     """G maximises log D(G(z)) rather than minimising log(1 - D(G(z))), which saturates early."""
-    return F.binary_cross_entropy_with_logits(
-        fake_logits.float(), torch.ones_like(fake_logits, dtype=torch.float32))
+    return _bce(fake, 1.0)
+
+
+def d_loss_hinge(real: torch.Tensor, fake: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    return F.relu(1.0 - real.float()).mean() + F.relu(1.0 + fake.float()).mean()
+
+
+def g_loss_hinge(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.float().mean()
+
+
+def d_loss_lsgan(real: torch.Tensor, fake: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    """Least squares (Mao et al. 2017) with targets 0 for fakes and real_target for reals."""
+    return 0.5 * ((real.float() - real_target) ** 2).mean() + 0.5 * (fake.float() ** 2).mean()
+
+
+def g_loss_lsgan(fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((fake.float() - 1.0) ** 2).mean()
+
+
+def d_loss_wasserstein(real: torch.Tensor, fake: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    """The critic's part of WGAN-GP; the gradient penalty is added by the caller."""
+    return fake.float().mean() - real.float().mean()
+
+
+def g_loss_wasserstein(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.float().mean()
+
+
+LOSSES: dict[str, tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "nonsaturating": (d_loss_nonsaturating, g_loss_nonsaturating),
+    "hinge": (d_loss_hinge, g_loss_hinge),
+    "lsgan": (d_loss_lsgan, g_loss_lsgan),
+    "wgan-gp": (d_loss_wasserstein, g_loss_wasserstein),
+}
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
+                     fake: torch.Tensor) -> torch.Tensor:
+    """Gulrajani et al. 2017: (||grad critic(x_hat)|| - 1)^2 on random points between real and fake."""
+    mix = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    points = (mix * real.detach() + (1 - mix) * fake.detach()).requires_grad_(True)
+    scores = critic(points).float()
+    (grads,) = torch.autograd.grad(scores.sum(), points, create_graph=True)
+    return ((grads.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+
+
+def sgan_real_fake_logit(logits: torch.Tensor) -> torch.Tensor:
+    """The semi-supervised D's real-vs-fake logit from its N class logits and its fake logit:
+    log p(real) - log p(fake) = logsumexp(class logits) - fake logit (one softmax, never two)."""
+    return torch.logsumexp(logits[:, :-1].float(), dim=1) - logits[:, -1].float()
+
+
+def sgan_class_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the N + 1 outputs for labelled real faces; labels < 0 mean unlabelled."""
+    labelled = (labels >= 0).float()
+    per_face = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
+    return (per_face * labelled).sum() / labelled.sum().clamp(min=1.0)  # no host sync

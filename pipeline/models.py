@@ -19,6 +19,9 @@ from pipeline.params import IMAGE_SIZES, PipelineError
 GENERATOR_FORMAT = "anime-face-dcgan/generator/1"
 
 
+ARCHS = ("dcgan", "mlp")
+
+
 @dataclass(frozen=True)
 class NetConfig:
     """Everything that shapes the networks: a checkpoint is only compatible with equal configs."""
@@ -28,12 +31,20 @@ class NetConfig:
     ngf: int = 32
     ndf: int = 32
     nc: int = 3
+    arch: str = "dcgan"
+    d_norm: bool = True  # batch norm in D; off for WGAN-GP (a per-sample penalty) and spectral norm
+    spectral_norm: bool = False
+    num_classes: int = 0  # > 0: D has num_classes + 1 outputs (the semi-supervised GAN)
 
     @property
     def base(self) -> int:
         if self.image_size not in IMAGE_SIZES:
             raise PipelineError(f"image_size must be one of {IMAGE_SIZES}, got {self.image_size}")
         return self.image_size // 16
+
+    @property
+    def d_outputs(self) -> int:
+        return self.num_classes + 1 if self.num_classes else 1
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -57,53 +68,95 @@ def _down(cin: int, cout: int, norm: bool = True) -> list[nn.Module]:
     return layers
 
 
+def _dcgan_generator(c: NetConfig) -> nn.Sequential:
+    g = c.ngf
+    return nn.Sequential(
+        nn.Unflatten(1, (c.nz, 1, 1)),
+        nn.ConvTranspose2d(c.nz, g * 8, c.base, 1, 0, bias=False),
+        nn.BatchNorm2d(g * 8),
+        nn.ReLU(True),
+        *_up(g * 8, g * 4),
+        *_up(g * 4, g * 2),
+        *_up(g * 2, g),
+        nn.ConvTranspose2d(g, c.nc, 4, 2, 1, bias=False),
+        nn.Tanh(),
+    )
+
+
+def _dcgan_discriminator(c: NetConfig) -> nn.Sequential:
+    d = c.ndf
+    return nn.Sequential(
+        *_down(c.nc, d, norm=False),
+        *_down(d, d * 2, c.d_norm),
+        *_down(d * 2, d * 4, c.d_norm),
+        *_down(d * 4, d * 8, c.d_norm),
+        nn.Conv2d(d * 8, c.d_outputs, c.base, 1, 0, bias=False),
+        nn.Flatten(),
+    )
+
+
+def _mlp_generator(c: NetConfig) -> nn.Sequential:
+    """The seeds' fully connected G: 256-512-1024 with LeakyReLU, to a tanh image."""
+    return nn.Sequential(
+        nn.Linear(c.nz, 256), nn.LeakyReLU(0.2, True),
+        nn.Linear(256, 512), nn.LeakyReLU(0.2, True),
+        nn.Linear(512, 1024), nn.LeakyReLU(0.2, True),
+        nn.Linear(1024, c.nc * c.image_size**2), nn.Tanh(),
+        nn.Unflatten(1, (c.nc, c.image_size, c.image_size)),
+    )
+
+
+def _mlp_discriminator(c: NetConfig) -> nn.Sequential:
+    """The seeds' fully connected D: 1024-512-256 with LeakyReLU and dropout 0.3, to logits."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(c.nc * c.image_size**2, 1024), nn.LeakyReLU(0.2, True), nn.Dropout(0.3),
+        nn.Linear(1024, 512), nn.LeakyReLU(0.2, True), nn.Dropout(0.3),
+        nn.Linear(512, 256), nn.LeakyReLU(0.2, True), nn.Dropout(0.3),
+        nn.Linear(256, c.d_outputs),
+    )
+
+
 class Generator(nn.Module):
-    """z (N, nz) -> image (N, nc, S, S) in [-1, 1]: transposed convolutions, batch norm, ReLU, tanh."""
+    """z (N, nz) -> image (N, nc, S, S) in [-1, 1]."""
 
     def __init__(self, config: NetConfig) -> None:
         super().__init__()
+        if config.arch not in ARCHS:
+            raise PipelineError(f"unknown arch {config.arch!r}; choose one of {', '.join(ARCHS)}")
         self.config = config
-        g = config.ngf
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(config.nz, g * 8, config.base, 1, 0, bias=False),
-            nn.BatchNorm2d(g * 8),
-            nn.ReLU(True),
-            *_up(g * 8, g * 4),
-            *_up(g * 4, g * 2),
-            *_up(g * 2, g),
-            nn.ConvTranspose2d(g, config.nc, 4, 2, 1, bias=False),
-            nn.Tanh(),
-        )
+        self.net = _dcgan_generator(config) if config.arch == "dcgan" else _mlp_generator(config)
         self.apply(_init_weights)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.view(z.shape[0], -1, 1, 1))
+        return self.net(z.reshape(z.shape[0], -1))
 
 
 class Discriminator(nn.Module):
-    """image -> one logit per image: strided convolutions, batch norm, LeakyReLU, no pooling."""
+    """image -> one logit per image, or (N, num_classes + 1) logits for the semi-supervised GAN."""
 
     def __init__(self, config: NetConfig) -> None:
         super().__init__()
+        if config.arch not in ARCHS:
+            raise PipelineError(f"unknown arch {config.arch!r}; choose one of {', '.join(ARCHS)}")
         self.config = config
-        d = config.ndf
-        self.net = nn.Sequential(
-            *_down(config.nc, d, norm=False),
-            *_down(d, d * 2),
-            *_down(d * 2, d * 4),
-            *_down(d * 4, d * 8),
-            nn.Conv2d(d * 8, 1, config.base, 1, 0, bias=False),
-        )
+        self.net = _dcgan_discriminator(config) if config.arch == "dcgan" else _mlp_discriminator(config)
         self.apply(_init_weights)
+        if config.spectral_norm:
+            for module in self.net:
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).flatten()
+        logits = self.net(images)
+        return logits[:, 0] if self.config.d_outputs == 1 else logits
 
 
 def save_generator(path: Path, generator: nn.Module, config: NetConfig, *, ema: bool,
-                   epoch: int) -> None:
+                   epoch: int, extra: dict[str, Any] | None = None) -> None:
     """Write the generator alone (what render and sampling need), atomically."""
     payload = {
+        **(extra or {}),
         "format": GENERATOR_FORMAT,
         "config": asdict(config),
         "state_dict": {k: v.detach().cpu() for k, v in generator.state_dict().items()},

@@ -26,6 +26,9 @@ CROP_MODES = ("detect", "passthrough")
 IMAGE_SIZES = (48, 64)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+ARCHS = ("dcgan", "mlp")
+LOSSES = ("nonsaturating", "hinge", "lsgan", "wgan-gp")
+OBJECTIVES = ("gan", "sgan")
 
 
 def _require(ok: bool, name: str, message: str) -> None:
@@ -129,6 +132,9 @@ class ManifestParams:
 
 @dataclass(frozen=True)
 class TrainParams:
+    arch: str = "dcgan"
+    loss: str = "nonsaturating"
+    objective: str = "gan"
     image_size: int = 48
     nz: int = 100
     ngf: int = 32
@@ -138,18 +144,39 @@ class TrainParams:
     lr: float = 2e-4
     beta1: float = 0.5
     label_smoothing: float = 0.9
+    n_critic: int = 1
+    gp_weight: float = 10.0
+    spectral_norm: bool = False
     ema_decay: float = 0.999
+    sgan_classes: tuple[str, ...] = ()
+    labelled_fraction: float = 0.1
     flip: bool = True
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
     threads: int = 0
     sample_every: int = 20
+    checkpoint_every: int = 10
+    eval_every: int = 0
 
     def validate(self) -> None:
+        _require(self.arch in ARCHS, "train.arch", f"must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        _require(self.loss in LOSSES, "train.loss", f"must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        _require(self.objective in OBJECTIVES, "train.objective",
+                 f"must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.objective == "sgan":
+            _require(len(self.sgan_classes) >= 2, "train.sgan_classes",
+                     "needs at least two tags (one class each) for objective sgan")
+            _require(self.loss == "nonsaturating", "train.loss",
+                     "objective sgan is defined with the nonsaturating loss")
+        _require(0.0 < self.labelled_fraction <= 1.0, "train.labelled_fraction",
+                 f"must be in (0, 1], got {self.labelled_fraction}")
+        _require(self.gp_weight >= 0, "train.gp_weight", f"must be 0 or more, got {self.gp_weight}")
+        _require(self.eval_every >= 0, "train.eval_every", f"must be 0 (off) or more, got {self.eval_every}")
         _require(self.image_size in IMAGE_SIZES, "train.image_size",
                  f"must be one of {IMAGE_SIZES}, got {self.image_size}")
-        for name in ("nz", "ngf", "ndf", "epochs", "batch_size", "sample_every"):
+        for name in ("nz", "ngf", "ndf", "epochs", "batch_size", "sample_every", "n_critic",
+                     "checkpoint_every"):
             value = getattr(self, name)
             _require(value >= 1, f"train.{name}", f"must be at least 1, got {value}")
         _require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")

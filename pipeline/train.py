@@ -1,18 +1,25 @@
-"""Stage train: a DCGAN on the manifest's train faces, logged with DVCLive.
+"""Stage train: a GAN (DCGAN by default) on the manifest's train faces, logged with DVCLive.
 
 python -m pipeline.train [--input data/manifest.csv] [--output models]
+
+A run continues from models/checkpoint.pt when that checkpoint was made with the same params
+(only the number of epochs, the device and the logging cadence may differ), so a killed run, or
+`dvc exp run -S train.epochs=300` after a 100-epoch run, picks up where the last one stopped.
 """
 
 from __future__ import annotations
 
 import copy
+import csv
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from dvclive import Live
@@ -21,30 +28,24 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from pipeline.cli import run_stage, stage_parser
-from pipeline.dataset import load_faces
+from pipeline.dataset import class_labels, load_faces, split_rows
+from pipeline.devices import resolve_device
 from pipeline.files import atomic_path
-from pipeline.losses import d_loss_nonsaturating, g_loss_nonsaturating
+from pipeline.losses import LOSSES, gradient_penalty, sgan_class_loss, sgan_real_fake_logit
 from pipeline.models import Discriminator, Generator, NetConfig, save_generator
 from pipeline.params import PipelineError, TrainParams, read_section
 
+if TYPE_CHECKING:
+    from pipeline.evaluate import Evaluator
+
 log = logging.getLogger("pipeline.train")
 
-CHECKPOINT_FORMAT = "anime-face-dcgan/checkpoint/1"
+CHECKPOINT_FORMAT = "anime-face-dcgan/checkpoint/2"
 SAMPLE_GRID = 64
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("train.device: cuda requested but no CUDA device is available")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise PipelineError("train.device: mps requested but MPS is not available")
-    return torch.device(name)
+EVAL_SAMPLES_DURING_TRAINING = 200  # enough to rank checkpoints, cheap enough to repeat
+# Params that may change between a checkpoint and the run that continues it.
+RESUMABLE_CHANGES = {"epochs", "device", "precision", "threads", "sample_every", "checkpoint_every",
+                     "eval_every"}
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -68,6 +69,17 @@ def autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
     if not bf16:
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def net_config(params: TrainParams) -> NetConfig:
+    return NetConfig(
+        image_size=params.image_size, nz=params.nz, ngf=params.ngf, ndf=params.ndf, arch=params.arch,
+        # batch norm couples the samples of a batch: wrong under a per-sample gradient penalty,
+        # and redundant with spectral normalisation
+        d_norm=not (params.spectral_norm or params.loss == "wgan-gp"),
+        spectral_norm=params.spectral_norm,
+        num_classes=len(params.sgan_classes) if params.objective == "sgan" else 0,
+    )
 
 
 @torch.no_grad()
@@ -108,107 +120,313 @@ def to_model_input(batch: torch.Tensor, flip: bool, channels_last: bool) -> torc
     if flip:
         mirrored = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < 0.5
         images = torch.where(mirrored, images.flip(3), images)
-    if channels_last:
+    if channels_last and images.dim() == 4:
         images = images.contiguous(memory_format=torch.channels_last)
     return images
 
 
-def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]:
+@dataclass
+class Run:
+    """What the training loop changes, and so what a checkpoint must hold."""
+
+    generator: Generator
+    discriminator: Discriminator
+    generator_ema: Generator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    epoch: int = 0
+    step: int = 0
+    best: dict[str, Any] | None = None  # {"epoch", "metric", "value"} of models/best.pt
+
+    def state(self, params: TrainParams, config: NetConfig) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "config": asdict(config), "params": asdict(params),
+            "epoch": self.epoch, "step": self.step, "best": self.best,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "generator_ema": self.generator_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.generator_ema.load_state_dict(state["generator_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+
+def new_run(params: TrainParams, config: NetConfig, device: torch.device,
+            memory_format: torch.memory_format) -> Run:
+    generator = Generator(config).to(device, memory_format=memory_format)
+    discriminator = Discriminator(config).to(device, memory_format=memory_format)
+    adam = {"lr": params.lr, "betas": (params.beta1, 0.999)}
+    return Run(generator, discriminator, copy.deepcopy(generator).requires_grad_(False),
+               torch.optim.Adam(generator.parameters(), **adam),
+               torch.optim.Adam(discriminator.parameters(), **adam))
+
+
+def resume_blocker(state: dict[str, Any], params: TrainParams) -> str | None:
+    """Why this checkpoint cannot be continued with these params, or None if it can."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        return "it was written by another version of this project"
+    saved = state["params"]
+    for name, value in asdict(params).items():
+        old = saved.get(name)
+        old = tuple(old) if isinstance(old, list) else old
+        if name not in RESUMABLE_CHANGES and old != value:
+            return f"train.{name} changed ({old!r} -> {value!r})"
+    if state["epoch"] >= params.epochs:
+        return f"it already has {state['epoch']} epochs and train.epochs is {params.epochs}"
+    return None
+
+
+def try_resume(path: Path, run: Run, params: TrainParams) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged or foreign file: start over, never crash on it
+        log.warning("starting fresh: %s is unreadable (%s)", path, exc.__class__.__name__)
+        return False
+    blocker = resume_blocker(state, params)
+    if blocker:
+        log.info("starting fresh, not continuing %s: %s", path, blocker)
+        return False
+    run.load(state)
+    log.info("continuing from %s at epoch %d", path, run.epoch)
+    return True
+
+
+def save_checkpoint(path: Path, run: Run, params: TrainParams, config: NetConfig) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(run.state(params, config), tmp)
+
+
+def truncate_live_logs(live_dir: Path, epochs_kept: int) -> None:
+    """Drop what a killed run logged after its last checkpoint, so the curves have no doubles."""
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        with tsv.open(newline="") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+        step = rows[0].index("step")
+        kept = [rows[0]] + [row for row in rows[1:] if int(row[step]) < epochs_kept]
+        with atomic_path(tsv) as tmp, tmp.open("w", newline="") as handle:
+            csv.writer(handle, delimiter="\t").writerows(kept)
+    for grid in (live_dir / "plots" / "images" / "samples").glob("*.png"):
+        if int(grid.stem) > epochs_kept:
+            grid.unlink()
+
+
+def checkpoint_score(scores: dict[str, Any]) -> tuple[str, float]:
+    """(metric, value to minimise): FID where it can be measured, else the face rate."""
+    if scores.get("fid") is not None:
+        return "fid", float(scores["fid"])
+    return "face_rate", -float(scores["face_rate"])
+
+
+def keep_if_best(run: Run, evaluator: Evaluator, live: Live, output: Path, config: NetConfig,
+                 params: TrainParams) -> None:
+    scores = evaluator.score(run.generator_ema)
+    for name in ("fid", "kid_mean", "face_rate"):
+        if scores.get(name) is not None:
+            live.log_metric(f"eval/{name}", float(scores[name]))
+    metric, value = checkpoint_score(scores)
+    if run.best is None or run.best["metric"] != metric or value < run.best["value"]:
+        run.best = {"epoch": run.epoch, "metric": metric, "value": value}
+        save_generator(output / "best.pt", run.generator_ema, config, ema=params.ema_decay > 0,
+                       epoch=run.epoch, extra={"selected_by": metric, "score": abs(value)})
+        log.info("epoch %d is the best so far by %s (%.4g): models/best.pt", run.epoch, metric,
+                 abs(value))
+
+
+def labelled_subset(rows: list[dict[str, str]], classes: tuple[str, ...], fraction: float) -> torch.Tensor:
+    """Class labels for the semi-supervised GAN, kept for a fixed share of faces (chosen by hash)."""
+    labels = class_labels(rows, classes)
+    keep = torch.tensor([int(row["sha256"][:8], 16) / 0x1_0000_0000 < fraction for row in rows])
+    return torch.where(keep, labels, torch.full_like(labels, -1))
+
+
+@torch.no_grad()
+def class_accuracy(discriminator: nn.Module, faces: torch.Tensor, labels: torch.Tensor,
+                   bf16: bool) -> float:
+    """Share of faces whose most likely real class (the fake output aside) is their label."""
+    discriminator.eval()
+    correct = 0
+    for start in range(0, faces.shape[0], 256):
+        images = to_model_input(faces[start:start + 256], flip=False, channels_last=False)
+        with autocast(faces.device, bf16):
+            logits = discriminator(images)
+        correct += int((logits[:, :-1].argmax(1) == labels[start:start + 256]).sum())
+    discriminator.train()
+    return correct / faces.shape[0]
+
+
+def train_supervised_baseline(params: TrainParams, config: NetConfig, faces: torch.Tensor,
+                              labels: torch.Tensor, steps: int, bf16: bool) -> Discriminator:
+    """A classifier of D's shape trained on the labelled faces alone, for as many steps as D had:
+    what the semi-supervised GAN's accuracy must beat for the unlabelled faces to have helped."""
+    device = faces.device
+    classifier = Discriminator(config).to(device)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=params.lr, betas=(params.beta1, 0.999))
+    for _ in range(steps):
+        index = torch.randint(0, faces.shape[0], (min(params.batch_size, faces.shape[0]),), device=device)
+        with autocast(device, bf16):
+            logits = classifier(to_model_input(faces[index], params.flip, channels_last=False))
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].float(), labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return classifier
+
+
+def sgan_accuracies(params: TrainParams, manifest: Path, run: Run, device: torch.device,
+                    bf16: bool) -> dict[str, float]:
+    val_labels = class_labels(split_rows(manifest, "val"), params.sgan_classes)
+    train_labels = labelled_subset(split_rows(manifest, "train"), params.sgan_classes,
+                                   params.labelled_fraction)
+    if not bool((val_labels >= 0).any()) or not bool((train_labels >= 0).any()):
+        raise PipelineError("train.sgan_classes: no labelled face in the train or val split has "
+                            "exactly one of these tags")
+    val_faces = load_faces(manifest, "val", params.image_size)[val_labels >= 0].to(device)
+    val_labels = val_labels[val_labels >= 0].to(device)
+    train_faces = load_faces(manifest, "train", params.image_size)[train_labels >= 0].to(device)
+    train_labels = train_labels[train_labels >= 0].to(device)
+    baseline = train_supervised_baseline(params, net_config(params), train_faces, train_labels,
+                                         run.step, bf16)
+    return {"sgan_val_accuracy": class_accuracy(run.discriminator, val_faces, val_labels, bf16),
+            "supervised_val_accuracy": class_accuracy(baseline, val_faces, val_labels, bf16),
+            "labelled_train_faces": float(train_labels.shape[0])}
+
+
+def train(params: TrainParams, manifest: Path, output: Path,
+          evaluator: Evaluator | None = None) -> dict[str, float]:
+    """Train to params.epochs; with an evaluator and train.eval_every, keep models/best.pt."""
     torch.manual_seed(params.seed)
     torch.set_num_threads(params.threads or os.cpu_count() or 1)
-    device = resolve_device(params.device)
+    device = resolve_device(params.device, "train.device")
     bf16 = resolve_bf16(params.precision, device)
-    channels_last = device.type != "mps"
-    config = NetConfig(image_size=params.image_size, nz=params.nz, ngf=params.ngf, ndf=params.ndf)
+    channels_last = device.type != "mps" and params.arch == "dcgan"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    config = net_config(params)
+    sgan = params.objective == "sgan"
+    d_loss_fn, g_loss_fn = LOSSES[params.loss]
 
     faces = load_faces(manifest, "train", params.image_size).to(device)
     n_faces = faces.shape[0]
+    labels = None
+    if sgan:
+        labels = labelled_subset(split_rows(manifest, "train"), params.sgan_classes,
+                                 params.labelled_fraction).to(device)
     batch_size = min(params.batch_size, n_faces)
     steps_per_epoch = max(1, n_faces // batch_size)
-    log.info("%d train faces at %d px on %s (%s), %d steps per epoch", n_faces, params.image_size,
-             device, "bf16 autocast" if bf16 else "fp32", steps_per_epoch)
 
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    generator = Generator(config).to(device, memory_format=memory_format)
-    discriminator = Discriminator(config).to(device, memory_format=memory_format)
-    generator_ema = copy.deepcopy(generator).requires_grad_(False)
-    adam = {"lr": params.lr, "betas": (params.beta1, 0.999)}
-    opt_g = torch.optim.Adam(generator.parameters(), **adam)
-    opt_d = torch.optim.Adam(discriminator.parameters(), **adam)
+    run = new_run(params, config, device, memory_format)
+    checkpoint_path = output / "checkpoint.pt"
+    resumed = try_resume(checkpoint_path, run, params)
+    log.info("%d train faces at %d px on %s (%s), %d steps per epoch, epochs %d..%d", n_faces,
+             params.image_size, device, "bf16 autocast" if bf16 else "fp32", steps_per_epoch,
+             run.epoch + 1, params.epochs)
     fixed_z = torch.randn(SAMPLE_GRID, params.nz, device=device,
                           generator=torch.Generator(device=device).manual_seed(params.seed))
 
-    live = Live(str(output / "dvclive"), dvcyaml=False, save_dvc_exp=False)
+    live_dir = output / "dvclive"
+    if resumed:
+        truncate_live_logs(live_dir, run.epoch)
+    live = Live(str(live_dir), resume=resumed, dvcyaml=False, save_dvc_exp=False)
+    live.step = run.epoch
     live.log_metric("train_faces", n_faces, plot=False)
-    step = 0
-    started = time.perf_counter()
+    generator, discriminator, generator_ema = run.generator, run.discriminator, run.generator_ema
+    started, first_step = time.perf_counter(), run.step
     summary: dict[str, float] = {}
-    for epoch in tqdm(range(1, params.epochs + 1), desc="train", unit="epoch"):
-        totals = torch.zeros(4, device=device)  # loss_d, loss_g, D(x), D(G(z)); synced once per epoch
+    for epoch in tqdm(range(run.epoch + 1, params.epochs + 1), desc="train", unit="epoch",
+                      initial=run.epoch, total=params.epochs):
+        # loss_d, loss_g, D(x), D(G(z)), G updates: summed on the device, synced once per epoch
+        totals = torch.zeros(5, device=device)
         order = torch.randperm(n_faces, device=device)
         for i in range(steps_per_epoch):
-            real = to_model_input(faces[order[i * batch_size:(i + 1) * batch_size]],
-                                  params.flip, channels_last)
+            index = order[i * batch_size:(i + 1) * batch_size]
+            real = to_model_input(faces[index], params.flip, channels_last)
             z = torch.randn(real.shape[0], params.nz, device=device)
             with autocast(device, bf16):
                 fake = generator(z)
-                real_logits = discriminator(real)
-                fake_logits = discriminator(fake.detach())
-                loss_d = d_loss_nonsaturating(real_logits, fake_logits, params.label_smoothing)
-            opt_d.zero_grad(set_to_none=True)
+                real_out = discriminator(real)
+                fake_out = discriminator(fake.detach())
+                if sgan:
+                    loss_d = d_loss_fn(sgan_real_fake_logit(real_out), sgan_real_fake_logit(fake_out),
+                                       params.label_smoothing) + sgan_class_loss(real_out, labels[index])
+                else:
+                    loss_d = d_loss_fn(real_out, fake_out, params.label_smoothing)
+            if params.loss == "wgan-gp":
+                loss_d = loss_d + params.gp_weight * gradient_penalty(discriminator, real, fake)
+            run.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
-            opt_d.step()
+            run.opt_d.step()
+            run.step += 1
 
+            real_score = sgan_real_fake_logit(real_out) if sgan else real_out
+            fake_score = sgan_real_fake_logit(fake_out) if sgan else fake_out
+            totals[0] += loss_d.detach()
+            totals[2] += torch.sigmoid(real_score.detach().float()).mean()
+            totals[3] += torch.sigmoid(fake_score.detach().float()).mean()
+            if run.step % params.n_critic:
+                continue
             with autocast(device, bf16):
-                loss_g = g_loss_nonsaturating(discriminator(fake))
-            opt_g.zero_grad(set_to_none=True)
+                out = discriminator(fake)
+                loss_g = g_loss_fn(sgan_real_fake_logit(out) if sgan else out)
+            run.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
-            opt_g.step()
-
-            step += 1
+            run.opt_g.step()
             # EMA warm-up: early on, the average would be dominated by the random initialisation.
-            decay = min(params.ema_decay, (1 + step) / (10 + step))
-            ema_update(generator_ema, generator, decay)
-            totals += torch.stack([
-                loss_d.detach(), loss_g.detach(),
-                torch.sigmoid(real_logits.detach().float()).mean(),
-                torch.sigmoid(fake_logits.detach().float()).mean(),
-            ])
+            g_steps = run.step // params.n_critic
+            ema_update(generator_ema, generator, min(params.ema_decay, (1 + g_steps) / (10 + g_steps)))
+            totals[1] += loss_g.detach()
+            totals[4] += 1
 
-        means = (totals / steps_per_epoch).tolist()
-        summary = dict(zip(("loss_d", "loss_g", "d_real", "d_fake"), means, strict=True))
+        loss_d_sum, loss_g_sum, d_real, d_fake, g_updates = totals.tolist()
+        summary = {"loss_d": loss_d_sum / steps_per_epoch, "loss_g": loss_g_sum / max(g_updates, 1),
+                   "d_real": d_real / steps_per_epoch, "d_fake": d_fake / steps_per_epoch}
+        if not all(math.isfinite(v) for v in summary.values()):
+            raise PipelineError(
+                f"train: the losses became {summary['loss_d']}/{summary['loss_g']} in epoch {epoch}; "
+                f"stopped, keeping the last good checkpoint {checkpoint_path} (epoch {run.epoch}). "
+                "Lower train.lr or try train.loss: hinge")
+        run.epoch = epoch
         for name, value in summary.items():
             live.log_metric(f"train/{name}", value)
-        live.log_metric("images_seen", step * batch_size, plot=False)
+        live.log_metric("images_seen", run.step * batch_size, plot=False)
         if epoch % params.sample_every == 0 or epoch == params.epochs:
             recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed, batches=2)
-            grid = sample_grid(generator_ema, fixed_z, nrow=8)
-            live.log_image(f"samples/{epoch:04d}.png", grid.numpy())
+            live.log_image(f"samples/{epoch:04d}.png", sample_grid(generator_ema, fixed_z, 8).numpy())
+        if evaluator is not None and params.eval_every and epoch % params.eval_every == 0:
+            recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed)
+            keep_if_best(run, evaluator, live, output, config, params)
+        if epoch % params.checkpoint_every == 0 and epoch < params.epochs:
+            save_checkpoint(checkpoint_path, run, params, config)
         live.next_step()
 
     elapsed = time.perf_counter() - started
-    summary["images_per_second"] = step * batch_size / elapsed
+    summary["images_per_second"] = (run.step - first_step) * batch_size / max(elapsed, 1e-9)
     live.log_metric("images_per_second", summary["images_per_second"], plot=False)
+    if sgan:
+        summary.update(sgan_accuracies(params, manifest, run, device, bf16))
+        for name in ("sgan_val_accuracy", "supervised_val_accuracy"):
+            live.log_metric(f"sgan/{name}", summary[name], plot=False)
     recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed)
     save_generator(output / "generator.pt", generator_ema, config, ema=params.ema_decay > 0,
-                   epoch=params.epochs)
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "config": asdict(config),
-        "params": asdict(params),
-        "epoch": params.epochs,
-        "step": step,
-        "generator": generator.state_dict(),
-        "generator_ema": generator_ema.state_dict(),
-        "discriminator": discriminator.state_dict(),
-        "opt_g": opt_g.state_dict(),
-        "opt_d": opt_d.state_dict(),
-    }
-    with atomic_path(output / "checkpoint.pt") as tmp:
-        torch.save(checkpoint, tmp)
+                   epoch=run.epoch)
+    if run.best is None:  # not evaluated: the last epoch is all there is to keep
+        save_generator(output / "best.pt", generator_ema, config, ema=params.ema_decay > 0,
+                       epoch=run.epoch, extra={"selected_by": "last epoch (train.eval_every is 0)"})
+    save_checkpoint(checkpoint_path, run, params, config)
     live.end()
-    log.info("trained %d epochs (%d steps) in %.0f s, %.0f images/s", params.epochs, step,
-             elapsed, summary["images_per_second"])
+    log.info("epoch %d reached (%d steps) in %.0f s, %.0f images/s", run.epoch, run.step, elapsed,
+             summary["images_per_second"])
     return summary
 
 
@@ -221,7 +439,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "(default: %(default)s)")
     args = parser.parse_args(argv)
     params = read_section("train", args.params)
-    train(params, args.input, args.output)
+    evaluator = None
+    if params.eval_every:
+        from pipeline.evaluate import Evaluator  # imports Inception and the cascade: only when used
+
+        evaluation = read_section("evaluate", args.params)
+        evaluation = replace(
+            evaluation, samples=min(evaluation.samples, EVAL_SAMPLES_DURING_TRAINING))
+        device = resolve_device(params.device, "train.device")
+        evaluator = Evaluator.prepare(load_faces(args.input, "val", params.image_size), evaluation,
+                                      read_section("crop", args.params), device)
+    train(params, args.input, args.output, evaluator)
 
 
 if __name__ == "__main__":

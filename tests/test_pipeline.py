@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "scrape": {"max_posts": 16, "pages": 1, "rate": 100.0, "timeout": 10.0},
     "crop": {"workers": 2},
-    "train": {"epochs": 2, "batch_size": 8, "ngf": 8, "ndf": 8},
+    "train": {"epochs": 2, "batch_size": 8, "ngf": 8, "ndf": 8, "eval_every": 1},
+    "evaluate": {"samples": 16, "nearest": 4, "batch_size": 16},
     "render": {"grid": 3, "interpolation_rows": 2, "interpolation_steps": 3},
 }
 
@@ -78,6 +79,7 @@ def test_dvc_repro_end_to_end(project):
     sh("git", "commit", "-qm", "first run", cwd=root, env=env)
     out = sh("dvc", "exp", "run", "-S", "train.epochs=3", cwd=root, env=env)
     assert "Running stage 'train'" in out and "Running stage 'render'" in out
+    assert "continuing from models/checkpoint.pt at epoch 2" in out
     for stage in ("scrape", "crop_faces", "manifest"):
         assert f"Running stage '{stage}'" not in out
     shown = sh("dvc", "exp", "show", "--csv", cwd=root, env=env).splitlines()

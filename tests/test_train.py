@@ -46,15 +46,16 @@ def tiny_manifest(tmp_path):
         for i in range(20):
             pixels = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "faces" / f"{i}.png")
-            writer.writerow([f"faces/{i}.png", str(i), i, "", "", "", 96, 96,
-                             "val" if i >= 16 else "train"])
+            hair = ("blue_hair", "red_hair", "green_hair")[i % 3]
+            writer.writerow([f"faces/{i}.png", f"{i * 0x0C000000:08x}" + "0" * 56, i, "", f"1girl {hair}", "",
+                             96, 96, "val" if i >= 16 else "train"])
     return tmp_path / "manifest.csv"
 
 
 @pytest.mark.parametrize("size", [48, 64])
 def test_train_is_deterministic_on_cpu(tiny_manifest, tmp_path, size):
     params = TrainParams(image_size=size, epochs=2, batch_size=8, ngf=8, ndf=8, device="cpu",
-                         precision="fp32", threads=1)
+                         precision="fp32", threads=1, sample_every=1)
     first = train(params, tiny_manifest, tmp_path / "a")
     second = train(params, tiny_manifest, tmp_path / "b")
     assert first["loss_d"] == second["loss_d"]
@@ -77,3 +78,135 @@ def test_bf16_where_supported(tiny_manifest, tmp_path):
     params = TrainParams(epochs=1, batch_size=8, ngf=8, ndf=8, device="cpu", precision="bf16")
     summary = train(params, tiny_manifest, tmp_path)
     assert all(np.isfinite(v) for v in summary.values())
+
+
+def tiny(**overrides):
+    values = {"epochs": 4, "batch_size": 8, "ngf": 8, "ndf": 8, "device": "cpu", "precision": "fp32",
+              "threads": 1, "checkpoint_every": 1, "sample_every": 1}
+    return TrainParams(**{**values, **overrides})
+
+
+def weights(path):
+    state = torch.load(path, weights_only=True)
+    return state["generator"], state["discriminator"], state["epoch"]
+
+
+def same_weights(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
+
+
+def test_resumed_run_ends_with_the_same_weights(tiny_manifest, tmp_path):
+    train(tiny(), tiny_manifest, tmp_path / "straight")
+    train(tiny(epochs=2), tiny_manifest, tmp_path / "resumed")
+    summary = train(tiny(epochs=4), tiny_manifest, tmp_path / "resumed")
+    g1, d1, e1 = weights(tmp_path / "straight" / "checkpoint.pt")
+    g2, d2, e2 = weights(tmp_path / "resumed" / "checkpoint.pt")
+    assert e1 == e2 == 4 and same_weights(g1, g2) and same_weights(d1, d2)
+    steps = [line.split("\t")[0] for line in
+             (tmp_path / "resumed/dvclive/plots/metrics/train/loss_d.tsv").read_text().splitlines()[1:]]
+    assert steps == ["0", "1", "2", "3"]  # the curves continue, without doubles
+    assert summary["loss_d"] > 0
+
+
+def test_changed_network_param_starts_fresh(tiny_manifest, tmp_path, caplog):
+    train(tiny(epochs=2), tiny_manifest, tmp_path)
+    with caplog.at_level("INFO", logger="pipeline.train"):
+        train(tiny(epochs=3, ngf=16), tiny_manifest, tmp_path)
+    assert "starting fresh" in caplog.text and "train.ngf changed (8 -> 16)" in caplog.text
+    assert weights(tmp_path / "checkpoint.pt")[2] == 3
+
+
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(tiny_manifest, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    values = {"epochs": 150, "batch_size": 8, "ngf": 8, "ndf": 8, "device": "cpu",
+              "precision": "fp32", "threads": 1, "checkpoint_every": 1, "sample_every": 50}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": values}))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "pipeline.train", "--params", str(tmp_path / "params.yaml"),
+               "--input", str(tiny_manifest), "--output", str(tmp_path / "killed")]
+    child = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not checkpoint.exists():
+        time.sleep(0.01)
+    time.sleep(0.3)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert 1 <= weights(checkpoint)[2] < 150, "the run was not killed mid-way"
+    subprocess.run(command, cwd=root, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train(TrainParams(**values), tiny_manifest, tmp_path / "straight")
+    g1, d1, _ = weights(tmp_path / "straight" / "checkpoint.pt")
+    g2, d2, epoch = weights(checkpoint)
+    assert epoch == 150 and same_weights(g1, g2) and same_weights(d1, d2)
+
+
+def test_nan_losses_stop_and_keep_the_last_good_checkpoint(tiny_manifest, tmp_path):
+    from pipeline.params import PipelineError
+
+    train(tiny(epochs=1), tiny_manifest, tmp_path)
+    good = weights(tmp_path / "checkpoint.pt")
+    with pytest.raises(PipelineError, match="keeping the last good checkpoint"):
+        train(tiny(epochs=1000, lr=1e30, checkpoint_every=1000), tiny_manifest, tmp_path / "nan")
+    assert same_weights(weights(tmp_path / "checkpoint.pt")[0], good[0])
+
+
+@pytest.mark.parametrize("size", [48, 64])
+@pytest.mark.parametrize("arch", ["dcgan", "mlp"])
+@pytest.mark.parametrize("loss", ["nonsaturating", "hinge", "lsgan", "wgan-gp"])
+def test_model_family(tiny_manifest, tmp_path, size, arch, loss):
+    summary = train(tiny(epochs=1, image_size=size, arch=arch, loss=loss, n_critic=2,
+                         spectral_norm=loss == "hinge"), tiny_manifest, tmp_path)
+    assert all(np.isfinite(v) for v in summary.values())
+    generator, payload = load_generator(tmp_path / "generator.pt")
+    assert generator(torch.randn(2, 100)).shape == (2, 3, size, size)
+    assert payload["config"]["arch"] == arch
+
+
+def test_semi_supervised_gan_reports_both_accuracies(tiny_manifest, tmp_path):
+    summary = train(tiny(epochs=2, objective="sgan", labelled_fraction=0.5,
+                         sgan_classes=("blue_hair", "red_hair", "green_hair")), tiny_manifest, tmp_path)
+    assert 0.0 <= summary["sgan_val_accuracy"] <= 1.0
+    assert 0.0 <= summary["supervised_val_accuracy"] <= 1.0
+    assert 0 < summary["labelled_train_faces"] < 16
+
+
+def test_sgan_losses():
+    from pipeline.losses import sgan_class_loss, sgan_real_fake_logit
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 5.0]])  # two classes and "fake"
+    rf = sgan_real_fake_logit(logits)
+    p_real = 1 - torch.softmax(logits, 1)[:, -1]
+    assert torch.allclose(torch.sigmoid(rf), p_real, atol=1e-6)
+    labels = torch.tensor([0, -1])
+    expected = torch.nn.functional.cross_entropy(logits[:1], labels[:1])
+    assert torch.allclose(sgan_class_loss(logits, labels), expected)
+
+
+class ScriptedEvaluator:
+    """Stands in for pipeline.evaluate.Evaluator (tested on its own): scores in a given order."""
+
+    def __init__(self, scores):
+        self.scores = list(scores)
+
+    def score(self, generator):
+        return self.scores.pop(0)
+
+
+def test_best_checkpoint_by_face_rate_then_fid(tiny_manifest, tmp_path):
+    offline = [{"fid": None, "face_rate": r} for r in (0.1, 0.5, 0.3)]
+    train(tiny(epochs=3, eval_every=1), tiny_manifest, tmp_path / "a", ScriptedEvaluator(offline))
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    assert (best["epoch"], best["selected_by"], best["score"]) == (2, "face_rate", 0.5)
+
+    online = [{"fid": f, "face_rate": 0.0} for f in (90.0, 70.0, 80.0)]
+    train(tiny(epochs=3, eval_every=1), tiny_manifest, tmp_path / "b", ScriptedEvaluator(online))
+    best = torch.load(tmp_path / "b" / "best.pt", weights_only=True)
+    assert (best["epoch"], best["selected_by"], best["score"]) == (2, "fid", 70.0)
+    load_generator(tmp_path / "b" / "best.pt")  # sampling code reads it like generator.pt
