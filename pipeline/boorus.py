@@ -1,19 +1,22 @@
 """Site adapters: what each booru's listing looks like, turned into Posts.
 
-Every adapter gives the scrape stage the same thing (listing URLs in, Posts out), so the download,
-resume and politeness machinery is written once.
+Every adapter gives the scrape stage the same two things, a listing URL for a page and a parser
+turning that page into a Listing, so the download, resume and politeness machinery is written once.
+The shapes parsed here are those of ../shared/booru-formats.md.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode, urljoin
 
 from bs4 import BeautifulSoup
 
-from pipeline.params import PipelineError
+from pipeline.params import FILE_KINDS, PipelineError
 
 
 class MarkupError(PipelineError):
@@ -23,32 +26,82 @@ class MarkupError(PipelineError):
 @dataclass(frozen=True)
 class Post:
     id: int
-    file_url: str
+    urls: Mapping[str, str]  # file kind (preview, sample, original) -> absolute URL, as listed
     tags: tuple[str, ...] = ()
-    rating: str = ""
-    md5: str | None = None
-    width: int | None = None
-    height: int | None = None
+    rating: str = ""  # safe | questionable | explicit; "" when the site does not say
+    md5: str | None = None  # of the original file, as the site lists it
+
+    def url(self, kind: str) -> str:
+        """The wanted file, else the next larger one: a small picture has no sample of its own."""
+        return next(self.urls[k] for k in FILE_KINDS[FILE_KINDS.index(kind):] if self.urls.get(k))
+
+    def expected_md5(self, url: str) -> str | None:
+        """The listed md5 describes the original only, so only a download of it can be checked."""
+        return self.md5 if url == self.urls.get("original") else None
 
 
 @dataclass(frozen=True)
 class Listing:
     posts: list[Post]
     has_next: bool
-    without_file: int = 0  # posts listed without a file link (deleted or hidden)
+    without_file: int = 0  # posts listed without a file (deleted, or hidden from anonymous users)
+    lowest_id: int | None = None  # of every post on the page, hidden ones too: Danbooru pages by id
 
 
-SITES = {"konachan": "https://konachan.net"}
+PageUrl = Callable[[str, str, int, int | None], str]  # (base URL, tags, page, lowest id) -> URL
+Parser = Callable[[str, str], Listing]  # (body, page URL) -> Listing
+
+
+@dataclass(frozen=True)
+class Adapter:
+    page_url: PageUrl
+    parse: Parser
+
+
+@dataclass(frozen=True)
+class Site:
+    default_url: str | None  # None: the demo booru, started by the scrape stage
+    json: Adapter
+    html: Adapter | None = None  # None: the listing HTML carries no file URLs, use the API
+
+    def adapter(self, api: str) -> Adapter:
+        return self.html if api == "html" and self.html is not None else self.json
+
+
+MOEBOORU_RATINGS = {"s": "safe", "q": "questionable", "e": "explicit",
+                    "safe": "safe", "questionable": "questionable", "explicit": "explicit"}
+DANBOORU_RATINGS = {"g": "safe", "s": "questionable", "q": "questionable", "e": "explicit"}
+GELBOORU_RATINGS = {"safe": "safe", "general": "safe", "questionable": "questionable",
+                    "sensitive": "questionable", "explicit": "explicit"}
+API_PAGE_SIZE = 100  # posts per JSON page: Moebooru's maximum, within Danbooru's and Gelbooru's
+DANBOORU_LAST_NUMBERED_PAGE = 1000  # page 1001 answers 410; beyond, pages go by id
 
 _REGISTER = re.compile(r"Post\.register\((\{.*?\})\)\s*;?\s*$", re.MULTILINE)
 _ALT_RATING = re.compile(r"Rating:\s*(\w+)")
 _ALT_TAGS = re.compile(r"Tags:\s*(.*?)\s*User:")
-_RESOLUTION = re.compile(r"(\d+)\s*x\s*(\d+)")
-_RATINGS = {"safe": "s", "questionable": "q", "explicit": "e"}
 
 
-def moebooru_listing_url(base_url: str, page: int, tags: str) -> str:
-    return f"{base_url.rstrip('/')}/post?{urlencode({'page': page, 'tags': tags})}"
+def _rating(table: Mapping[str, str], value: Any) -> str:
+    return table.get(str(value).strip().lower(), "")
+
+
+def _absolute(page_url: str, urls: Mapping[str, Any]) -> dict[str, str]:
+    """Relative and protocol-relative URLs resolved; empty ones dropped (Gelbooru's sample_url)."""
+    return {kind: urljoin(page_url, url) for kind, url in urls.items() if isinstance(url, str) and url}
+
+
+def _query(base_url: str, path: str, **query: Any) -> str:
+    return f"{base_url.rstrip('/')}{path}?{urlencode(query)}"
+
+
+# Moebooru: konachan, yande.re and the demo booru
+
+def moebooru_listing_url(base_url: str, tags: str, page: int, lowest_id: int | None = None) -> str:
+    return _query(base_url, "/post", page=page, tags=tags)
+
+
+def moebooru_json_url(base_url: str, tags: str, page: int, lowest_id: int | None = None) -> str:
+    return _query(base_url, "/post.json", limit=API_PAGE_SIZE, page=page, tags=tags)
 
 
 def _registered_posts(soup: BeautifulSoup) -> dict[int, dict]:
@@ -66,11 +119,13 @@ def _registered_posts(soup: BeautifulSoup) -> dict[int, dict]:
 
 
 def _post_from_item(item, page_url: str, registered: dict[int, dict]) -> Post | None:
+    """The markup gives the preview and the direct link; Post.register, when present, the rest."""
     post_id = int(item["id"].lstrip("p"))
     data = registered.get(post_id, {})
     link = item.select_one("a.directlink")
-    href = link.get("href") if link else data.get("file_url")
-    if not href:
+    direct = link.get("href") if link else None
+    original = data.get("file_url") or direct
+    if not original:
         return None
     preview = item.select_one("img.preview")
     alt = preview.get("alt", "") if preview else ""
@@ -81,17 +136,15 @@ def _post_from_item(item, page_url: str, registered: dict[int, dict]) -> Post | 
     rating = data.get("rating")
     if rating is None:
         found = _ALT_RATING.search(alt)
-        rating = _RATINGS.get(found.group(1).lower(), "") if found else ""
-    width, height = data.get("width"), data.get("height")
-    resolution = item.select_one(".directlink-res")
-    if width is None and resolution and (found := _RESOLUTION.search(resolution.get_text())):
-        width, height = int(found.group(1)), int(found.group(2))
-    return Post(id=post_id, file_url=urljoin(page_url, href), tags=tuple(tags.split()),
-                rating=rating, md5=data.get("md5"), width=width, height=height)
+        rating = found.group(1) if found else ""
+    urls = {"preview": preview.get("src") if preview else None,
+            "sample": data.get("sample_url") or direct, "original": original}
+    return Post(id=post_id, urls=_absolute(page_url, urls), tags=tuple(tags.split()),
+                rating=_rating(MOEBOORU_RATINGS, rating), md5=data.get("md5"))
 
 
 def parse_moebooru_listing(html: str, page_url: str) -> Listing:
-    """Posts of a Moebooru /post listing page (konachan, yande.re, and the demo booru)."""
+    """Posts of a Moebooru /post listing page."""
     soup = BeautifulSoup(html, "html.parser")
     container = soup.select_one("ul#post-list-posts")
     if container is None:
@@ -100,14 +153,117 @@ def parse_moebooru_listing(html: str, page_url: str) -> Listing:
         raise MarkupError(f"{page_url}: expected the post list ul#post-list-posts, found none "
                           "(the site's markup changed?)")
     registered = _registered_posts(soup)
-    posts, without_file = [], 0
-    for item in container.find_all("li", id=re.compile(r"^p\d+$")):
-        post = _post_from_item(item, page_url, registered)
-        if post is None:
-            without_file += 1
-        else:
-            posts.append(post)
-    if container.find("li") and not posts and not without_file:
+    items = container.find_all("li", id=re.compile(r"^p\d+$"))
+    if container.find("li") and not items:
         raise MarkupError(f"{page_url}: expected li#p<id> items in ul#post-list-posts, found none")
+    posts = [post for item in items if (post := _post_from_item(item, page_url, registered))]
     has_next = soup.select_one("a.next_page, a[rel=next]") is not None
-    return Listing(posts, has_next, without_file)
+    lowest = min((int(item["id"][1:]) for item in items), default=None)
+    return Listing(posts, has_next, len(items) - len(posts), lowest)
+
+
+@dataclass(frozen=True)
+class ApiFields:
+    """Where a site's API object keeps what a Post needs."""
+    preview: str
+    sample: str
+    original: str
+    tags: str
+    md5: str
+    ratings: Mapping[str, str]
+
+
+MOEBOORU_FIELDS = ApiFields("preview_url", "sample_url", "file_url", "tags", "md5", MOEBOORU_RATINGS)
+DANBOORU_FIELDS = ApiFields("preview_file_url", "large_file_url", "file_url", "tag_string", "md5",
+                            DANBOORU_RATINGS)
+GELBOORU_FIELDS = ApiFields("preview_url", "sample_url", "file_url", "tags", "hash", GELBOORU_RATINGS)
+
+
+def _load_json(body: str, page_url: str) -> Any:
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        raise MarkupError(f"{page_url}: expected a JSON array of posts, got something else "
+                          "(not JSON)") from None
+
+
+def _post_objects(data: Any, page_url: str) -> list[dict]:
+    """The array of post objects of an API page; anything else means the API changed (or, for
+    Danbooru's {"success": false, ...}, refused), which must stop the scrape, not end it quietly."""
+    if isinstance(data, dict) and "message" in data:
+        raise MarkupError(f"{page_url}: expected a JSON array of posts, got an error: "
+                          f"{data['message']}")
+    if not isinstance(data, list) or not all(isinstance(p, dict) and "id" in p for p in data):
+        raise MarkupError(f"{page_url}: expected a JSON array of post objects with an id, "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def _api_post(data: dict, page_url: str, fields: ApiFields) -> Post | None:
+    """None for a post without a file: deleted, or hidden from anonymous users."""
+    if not data.get(fields.original) or data.get("is_deleted") or data.get("status") == "deleted":
+        return None
+    urls = {"preview": data.get(fields.preview), "sample": data.get(fields.sample),
+            "original": data[fields.original]}
+    return Post(id=int(data["id"]), urls=_absolute(page_url, urls),
+                tags=tuple(str(data.get(fields.tags) or "").split()),
+                rating=_rating(fields.ratings, data.get("rating")), md5=data.get(fields.md5) or None)
+
+
+def _api_listing(objects: list[dict], page_url: str, fields: ApiFields) -> Listing:
+    """APIs have no next link: a page with nothing on it is the last."""
+    posts = [post for data in objects if (post := _api_post(data, page_url, fields))]
+    lowest = min((int(data["id"]) for data in objects), default=None)
+    return Listing(posts, bool(objects), len(objects) - len(posts), lowest)
+
+
+def parse_moebooru_json(body: str, page_url: str) -> Listing:
+    """post.json: a bare array; deleted posts lack file_url."""
+    return _api_listing(_post_objects(_load_json(body, page_url), page_url), page_url, MOEBOORU_FIELDS)
+
+
+# Danbooru: safebooru.donmai.us, danbooru.donmai.us
+
+def danbooru_json_url(base_url: str, tags: str, page: int, lowest_id: int | None = None) -> str:
+    """Numbered pages stop at 1000 (page 1001 answers 410); beyond, `b<id>` asks for older posts."""
+    if page <= DANBOORU_LAST_NUMBERED_PAGE:
+        return _query(base_url, "/posts.json", limit=API_PAGE_SIZE, page=page, tags=tags)
+    if lowest_id is None:
+        raise PipelineError(f"scrape.first_page: Danbooru numbers pages only up to "
+                            f"{DANBOORU_LAST_NUMBERED_PAGE}; start at or below it, got {page}")
+    return _query(base_url, "/posts.json", limit=API_PAGE_SIZE, page=f"b{lowest_id}", tags=tags)
+
+
+def parse_danbooru_json(body: str, page_url: str) -> Listing:
+    """posts.json: posts hidden from anonymous users lack file_url and md5."""
+    return _api_listing(_post_objects(_load_json(body, page_url), page_url), page_url, DANBOORU_FIELDS)
+
+
+# Gelbooru 0.2: safebooru.org
+
+def gelbooru_json_url(base_url: str, tags: str, page: int, lowest_id: int | None = None) -> str:
+    """The dapi's pid is a page index counted from 0 (the HTML listing's pid is a post offset)."""
+    return _query(base_url, "/index.php", page="dapi", s="post", q="index", json=1,
+                  limit=API_PAGE_SIZE, pid=page - 1, tags=tags)
+
+
+def parse_gelbooru_json(body: str, page_url: str) -> Listing:
+    """safebooru.org answers a bare array, and an empty body when nothing matches; newer Gelbooru
+    versions wrap the array as {"@attributes": ..., "post": [...]}. An empty sample_url means the
+    picture is its own sample."""
+    data = _load_json(body, page_url) if body.strip() else []
+    if isinstance(data, dict) and "@attributes" in data:
+        data = data.get("post", [])
+    return _api_listing(_post_objects(data, page_url), page_url, GELBOORU_FIELDS)
+
+
+MOEBOORU_HTML = Adapter(moebooru_listing_url, parse_moebooru_listing)
+MOEBOORU_JSON = Adapter(moebooru_json_url, parse_moebooru_json)
+
+SITES: dict[str, Site] = {
+    "demo": Site(None, MOEBOORU_JSON, MOEBOORU_HTML),
+    "konachan": Site("https://konachan.net", MOEBOORU_JSON, MOEBOORU_HTML),
+    "yandere": Site("https://yande.re", MOEBOORU_JSON, MOEBOORU_HTML),
+    "danbooru": Site("https://safebooru.donmai.us", Adapter(danbooru_json_url, parse_danbooru_json)),
+    "gelbooru": Site("https://safebooru.org", Adapter(gelbooru_json_url, parse_gelbooru_json)),
+}

@@ -1,7 +1,10 @@
 """The demo booru: a Moebooru look-alike served on 127.0.0.1, drawing its posts from a seed.
 
 `scrape.source: demo` starts it in-process and scrapes it through exactly the code path of a real
-site, so the whole pipeline runs offline and the scraper is exercised end to end.
+site, so the whole pipeline runs offline and the scraper is exercised end to end. Like Moebooru it
+serves listing pages (/post) and the post.json API, previews (/data/preview/xx/yy/<md5>.jpg),
+samples (/sample/<md5>/...) and originals (/image/<md5>/...); a 640x480 drawing is below the size
+Moebooru makes samples for, so its sample is the original picture under the sample URL.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from PIL import Image
 from pipeline.demo_art import draw_artwork
 
 PER_PAGE = 20
+API_DEFAULT_LIMIT, API_MAX_LIMIT = 40, 100  # as Moebooru's post.json
 TOTAL_POSTS = 1000
 WIDTH, HEIGHT = 640, 480
+PREVIEW_SIZE = (150, 112)  # Moebooru's 150-px box, at the drawings' 4:3
 
 
 @lru_cache(maxsize=512)
@@ -38,9 +43,8 @@ def render_post(seed: int, post_id: int) -> tuple[bytes, tuple[str, ...]]:
 def render_preview(seed: int, post_id: int) -> bytes:
     data, _ = render_post(seed, post_id)
     with Image.open(io.BytesIO(data)) as image:
-        image.thumbnail((150, 150))
         buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=85)
+        image.resize(PREVIEW_SIZE, Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=85)
     return buffer.getvalue()
 
 
@@ -86,20 +90,34 @@ class DemoBooru:
         return list(islice((i for i in ids if wanted <= set(render_post(self.seed, i)[1])), limit))
 
     def api_object(self, post_id: int) -> dict:
+        """The post as post.json and Post.register give it (the fields of booru-formats.md)."""
         data, tags = render_post(self.seed, post_id)
         md5 = hashlib.md5(data).hexdigest()
         self.post_by_md5[md5] = post_id
         name = quote(f"Demo - {post_id} {' '.join(tags[:3])}.jpg")
         return {
-            "id": post_id, "tags": " ".join(tags), "md5": md5, "file_size": len(data),
-            "file_ext": "jpg", "file_url": f"{self.url}/image/{md5}/{name}",
+            "id": post_id, "tags": " ".join(tags), "created_at": 1_700_000_000 + post_id,
+            "score": 0, "md5": md5, "file_size": len(data), "file_ext": "jpg",
+            "file_url": f"{self.url}/image/{md5}/{name}",
             "preview_url": f"{self.url}/data/preview/{md5[:2]}/{md5[2:4]}/{md5}.jpg",
-            "width": WIDTH, "height": HEIGHT, "rating": "s",
+            "preview_width": PREVIEW_SIZE[0], "preview_height": PREVIEW_SIZE[1],
+            "sample_url": f"{self.url}/sample/{md5}/{name}",
+            "sample_width": WIDTH, "sample_height": HEIGHT,
+            "jpeg_url": f"{self.url}/image/{md5}/{name}",
+            "width": WIDTH, "height": HEIGHT, "rating": "s", "status": "active",
+            "parent_id": None, "has_children": False, "source": "", "author": "demo",
         }
 
+    def page_ids(self, page: int, per_page: int, tags: str) -> tuple[list[int], bool]:
+        """The ids on one page, and whether another page follows."""
+        ids = self.post_ids(tags.split(), limit=page * per_page + 1)  # one more tells "next"
+        return ids[(page - 1) * per_page: page * per_page], page * per_page < len(ids)
+
+    def api_page(self, page: int, limit: int, tags: str) -> str:
+        return json.dumps([self.api_object(i) for i in self.page_ids(page, limit, tags)[0]])
+
     def listing_page(self, page: int, tags: str) -> str:
-        ids = self.post_ids(tags.split(), limit=page * PER_PAGE + 1)  # one more tells "next"
-        chosen = ids[(page - 1) * PER_PAGE: page * PER_PAGE]
+        chosen, has_next = self.page_ids(page, PER_PAGE, tags)
         items, scripts = [], []
         for post_id in chosen:
             post = self.api_object(post_id)
@@ -109,12 +127,12 @@ class DemoBooru:
                 f'<div class="inner" style="width: 150px; height: 150px;">'
                 f'<a class="thumb" href="/post/show/{post_id}">'
                 f'<img src="{post["preview_url"]}" alt="{alt}" class="preview" title="{alt}" '
-                f'width="150" height="112"></a></div>'
+                f'width="{PREVIEW_SIZE[0]}" height="{PREVIEW_SIZE[1]}"></a></div>'
                 f'<a class="directlink smallimg" href="{html.escape(post["file_url"])}">'
                 f'<span class="directlink-res">{WIDTH} x {HEIGHT}</span></a></li>')
             scripts.append(f"Post.register({json.dumps(post)});")
         paginator = '<span class="next_page disabled">Next &rarr;</span>'
-        if page * PER_PAGE < len(ids):
+        if has_next:
             href = html.escape(f"/post?{urlencode({'page': page + 1, 'tags': tags})}")
             paginator = f'<a class="next_page" rel="next" href="{href}">Next &rarr;</a>'
         return (
@@ -139,23 +157,24 @@ class _DemoHandler(BaseHTTPRequestHandler):
         if parts.path == "/robots.txt":
             self._send(200, "text/plain", b"User-agent: *\nAllow: /\n")
         elif parts.path == "/post":
-            try:
-                page = max(1, int(query.get("page", ["1"])[0]))
-            except ValueError:
-                page = 1
-            body = self.site.listing_page(page, query.get("tags", [""])[0])
+            body = self.site.listing_page(_number(query, "page", 1), query.get("tags", [""])[0])
             self._send(200, "text/html; charset=utf-8", body.encode())
-        elif segments[0] in ("image", "data") and (post_id := self._post_for(segments)):
+        elif parts.path == "/post.json":
+            limit = min(API_MAX_LIMIT, _number(query, "limit", API_DEFAULT_LIMIT))
+            body = self.site.api_page(_number(query, "page", 1), limit, query.get("tags", [""])[0])
+            self._send(200, "application/json; charset=utf-8", body.encode())
+        elif segments[0] in ("image", "sample", "data") and (post_id := self._post_for(segments)):
             seed = self.site.seed
-            data = render_post(seed, post_id)[0] if segments[0] == "image" else render_preview(
-                seed, post_id)
+            data = render_preview(seed, post_id) if segments[0] == "data" else render_post(
+                seed, post_id)[0]
             self._send(200, "image/jpeg", data)
         else:
             self._send(404, "text/plain", b"not found\n")
 
     def _post_for(self, segments: list[str]) -> int | None:
-        """/image/<md5>/<name> and /data/preview/xx/yy/<md5>.jpg name posts by md5."""
-        md5 = segments[1] if segments[0] == "image" and len(segments) > 1 else segments[-1][:32]
+        """/image/<md5>/<name>, /sample/<md5>/<name> and /data/preview/xx/yy/<md5>.jpg name posts
+        by md5."""
+        md5 = segments[-1][:32] if segments[0] == "data" else segments[1] if len(segments) > 1 else ""
         return self.site.post_by_md5.get(md5)
 
     def _send(self, status: int, content_type: str, body: bytes) -> None:
@@ -164,3 +183,11 @@ class _DemoHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def _number(query: dict[str, list[str]], name: str, default: int) -> int:
+    """A positive number from the query string; anything else gets the default, as on Moebooru."""
+    try:
+        return max(1, int(query.get(name, [str(default)])[0]))
+    except ValueError:
+        return default

@@ -2,8 +2,9 @@
 
 Every request start, retries and robots.txt included, passes one per-host rate limiter; robots.txt
 is obeyed; only failures that can heal are retried, and their waits follow what the server asked
-for; bodies are bounded so a bad page cannot fill the disk. urllib3's own Retry is not used
-because its retries would bypass the rate limiter.
+for (a Retry-After, or a 429, pauses that host for every thread: the server means this client, not
+one request); bodies are bounded so a bad page cannot fill the disk. urllib3's own Retry is not
+used because its retries would bypass the rate limiter.
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def _origin(url: str) -> str:
 class PoliteSession:
     """A requests session that cannot be impolite: see the module docstring.
 
-    `sleep` is used for retry waits only; the rate limiter always runs on the real clock, so a
-    test that records sleeps cannot switch politeness off by accident.
+    `sleep` is used for retry waits and server-requested pauses only; the rate limiter always
+    runs on the real clock, so a test that records sleeps cannot switch politeness off by accident.
     """
 
     def __init__(self, user_agent: str, rate: float = 1.0, timeout: float = 30.0,
@@ -135,6 +136,7 @@ class PoliteSession:
         self._robots_refused = 0
         self._robots: dict[str, Protego] = {}
         self._robots_locks: dict[str, threading.Lock] = {}
+        self._paused_until: dict[str, float] = {}  # host -> time.monotonic() its pause ends
 
     @property
     def requests_sent(self) -> int:
@@ -224,7 +226,7 @@ class PoliteSession:
         host = _hostname(url)
         attempt = 0
         while True:
-            self._limiter.wait(host)
+            self._wait_turn(host)
             with self._lock:
                 self._requests_sent += 1
             try:
@@ -240,26 +242,58 @@ class PoliteSession:
                         return response
                     status: int | None = response.status_code
                     reason = f"HTTP {response.status_code}"
-                    wait = self._wait_after_status(response, attempt)
+                    pause = self._pause_asked(response)
             except TRANSIENT_ERRORS as exc:
-                status, reason, wait = None, f"{type(exc).__name__}: {exc}", self._backoff(attempt)
+                status, reason, pause = None, f"{type(exc).__name__}: {exc}", None
             except requests.RequestException as exc:  # a bad URL or body encoding: will not heal
                 raise FetchError(f"{url}: {type(exc).__name__}: {exc}", url=url) from exc
             if attempt >= self.retries:
                 raise FetchError(f"{url}: giving up after {attempt + 1} attempts, last: {reason}",
                                  url=url, status=status)
+            wait = self._backoff(attempt) if pause is None else pause
             log.warning("%s: %s; retry %d of %d in %.1f s", url, reason, attempt + 1,
                         self.retries, wait)
-            self._sleep(wait)
+            if pause is None:
+                self._sleep(wait)
+            else:  # the server asked this client, not this request, to wait: every thread waits
+                self._pause_host(host, pause)
             attempt += 1
 
-    def _wait_after_status(self, response: requests.Response, attempt: int) -> float:
+    def _wait_turn(self, host: str) -> None:
+        """Take a slot of the host's rate limit outside any pause it asked for. A pause that began
+        while this thread waited for its slot is sat out and a fresh slot taken, so threads that
+        wake from one pause still start 1/rate apart."""
+        known = 0.0
+        while True:
+            known = self._sit_out_pause(host, known)
+            self._limiter.wait(host)
+            with self._lock:
+                if self._paused_until.get(host, 0.0) <= known:
+                    return
+
+    def _sit_out_pause(self, host: str, known: float) -> float:
+        """Sleep to the end of the host's pause if it ends later than `known`; returns that end."""
+        with self._lock:
+            until = self._paused_until.get(host, 0.0)
+        remaining = until - time.monotonic()
+        if until > known and remaining > 0:
+            self._sleep(remaining)
+        return until
+
+    def _pause_host(self, host: str, seconds: float) -> None:
+        with self._lock:
+            until = time.monotonic() + seconds
+            self._paused_until[host] = max(until, self._paused_until.get(host, until))
+
+    def _pause_asked(self, response: requests.Response) -> float | None:
+        """How long the server asked us to stay away: its Retry-After within a bound, or for a
+        429 without one a bounded default; None when it did not say (plain backoff then)."""
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if retry_after is not None:
             return min(retry_after, self.max_retry_after)
         if response.status_code == 429:
             return self.default_retry_after
-        return self._backoff(attempt)
+        return None
 
     def _backoff(self, attempt: int) -> float:
         """Exponential with equal jitter: at least half the step, so retries still back off,

@@ -1,6 +1,21 @@
+import json
+
 import pytest
 
-from pipeline.boorus import MarkupError, moebooru_listing_url, parse_moebooru_listing
+from pipeline.boorus import (
+    SITES,
+    MarkupError,
+    Post,
+    danbooru_json_url,
+    gelbooru_json_url,
+    moebooru_json_url,
+    moebooru_listing_url,
+    parse_danbooru_json,
+    parse_gelbooru_json,
+    parse_moebooru_json,
+    parse_moebooru_listing,
+)
+from pipeline.params import PipelineError
 
 PAGE_URL = "https://konachan.net/post?page=2&tags=barefoot"
 
@@ -32,7 +47,7 @@ KONACHAN_PAGE = """<html><head><link rel="next" href="/post?page=3"></head><body
 </ul>
 <div id="paginator"><a class="next_page" rel="next" href="/post?page=3&amp;tags=barefoot">Next</a></div>
 <script type="text/javascript">
-Post.register({"id":334664,"tags":"barefoot candy dress","md5":"66226821ea227bda9a55c2672a62b06e","width":1920,"height":1357,"rating":"s","file_url":"https://konachan.net/image/66226821ea227bda9a55c2672a62b06e/x.png"});
+Post.register({"id":334664,"tags":"barefoot candy dress","created_at":1640000000,"score":0,"md5":"66226821ea227bda9a55c2672a62b06e","file_size":2810001,"file_ext":"png","file_url":"https://konachan.net/image/66226821ea227bda9a55c2672a62b06e/Konachan.com%20-%20334664%20barefoot.png","preview_url":"https://konachan.net/data/preview/66/22/66226821ea227bda9a55c2672a62b06e.jpg","preview_width":150,"preview_height":106,"sample_url":"https://konachan.net/sample/66226821ea227bda9a55c2672a62b06e/Konachan.com%20-%20334664%20sample.jpg","sample_width":1500,"sample_height":1060,"jpeg_url":"https://konachan.net/jpeg/66226821ea227bda9a55c2672a62b06e/Konachan.com%20-%20334664%20barefoot.jpg","width":1920,"height":1357,"rating":"s","status":"active","parent_id":null,"has_children":true,"source":"","author":"someone"});
 </script>
 </body></html>"""
 
@@ -42,17 +57,35 @@ def test_konachan_listing():
     first, second = listing.posts
     assert first.id == 334664
     assert first.tags == ("barefoot", "candy", "dress")  # from Post.register, the reliable source
-    assert first.md5 == "66226821ea227bda9a55c2672a62b06e"
-    assert first.rating == "s" and (first.width, first.height) == (1920, 1357)
-    assert first.file_url.startswith("https://konachan.net/image/66226821")
+    assert first.md5 == "66226821ea227bda9a55c2672a62b06e" and first.rating == "safe"
+    md5 = first.md5
+    assert first.urls == {
+        "preview": f"https://konachan.net/data/preview/66/22/{md5}.jpg",
+        "sample": f"https://konachan.net/sample/{md5}/Konachan.com%20-%20334664%20sample.jpg",
+        "original": f"https://konachan.net/image/{md5}/Konachan.com%20-%20334664%20barefoot.png"}
     # no Post.register line: everything comes from the markup; protocol-relative URL and &amp;
     assert second.id == 334663
-    assert second.file_url == "https://konachan.net/jpeg/aabb/Konachan.com%20-%20334663.jpg?a=1&b=2"
+    direct = "https://konachan.net/jpeg/aabb/Konachan.com%20-%20334663.jpg?a=1&b=2"
+    assert second.urls == {"preview": "https://konachan.net/data/preview/aa/bb/aabb.jpg",
+                           "sample": direct, "original": direct}
     assert second.tags == ("blue_hair", "long_hair")
-    assert second.rating == "q" and second.md5 is None
-    assert (second.width, second.height) == (1200, 900)
-    assert listing.without_file == 1
+    assert second.rating == "questionable" and second.md5 is None
+    assert listing.without_file == 1 and listing.lowest_id == 334662
     assert listing.has_next
+
+
+def test_file_kinds_fall_back_to_the_next_larger_file():
+    post = Post(1, {"preview": "p", "original": "o"}, md5="m")
+    assert [post.url(kind) for kind in ("preview", "sample", "original")] == ["p", "o", "o"]
+    assert Post(2, {"original": "o"}).url("preview") == "o"
+
+
+def test_only_the_original_is_checked_against_the_listed_md5():
+    post = Post(1, {"preview": "p", "sample": "s", "original": "o"}, md5="m")
+    assert post.expected_md5("o") == "m"
+    assert post.expected_md5("s") is None and post.expected_md5("p") is None
+    small = Post(1, {"sample": "o", "original": "o"}, md5="m")  # no sample of its own
+    assert small.expected_md5(small.url("sample")) == "m"
 
 
 def test_last_page_has_no_next():
@@ -77,6 +110,138 @@ def test_changed_markup_names_url_and_element():
         parse_moebooru_listing(changed, PAGE_URL)
 
 
-def test_listing_url_quotes_tags():
-    url = moebooru_listing_url("https://konachan.net/", 3, "blue_hair rating:s")
-    assert url == "https://konachan.net/post?page=3&tags=blue_hair+rating%3As"
+# post.json as yande.re serves it: a bare array; protocol-relative URLs; a deleted post
+YANDERE_JSON = json.dumps([
+    {"id": 1200, "tags": "dress long_hair", "created_at": 1700000000, "score": 9,
+     "md5": "c" * 32, "file_size": 4000000, "file_ext": "png",
+     "file_url": "//files.yande.re/image/cccc/yande.re%201200.png",
+     "preview_url": "//assets.yande.re/data/preview/cc/cc/" + "c" * 32 + ".jpg",
+     "preview_width": 150, "preview_height": 100,
+     "sample_url": "//files.yande.re/sample/cccc/yande.re%201200%20sample.jpg",
+     "sample_width": 1500, "sample_height": 1000,
+     "jpeg_url": "//files.yande.re/jpeg/cccc/yande.re%201200.jpg", "width": 3000, "height": 2000,
+     "rating": "q", "status": "active", "parent_id": None, "has_children": False, "source": "",
+     "author": "a"},
+    {"id": 1199, "tags": "sky", "md5": "d" * 32, "rating": "e", "status": "deleted",
+     "preview_url": "//assets.yande.re/deleted.png", "width": 10, "height": 10},
+    {"id": 1198, "tags": "", "md5": "e" * 32, "rating": "s", "file_url": "/image/eeee/x.jpg",
+     "sample_url": "/image/eeee/x.jpg", "preview_url": "/data/preview/ee/ee/e.jpg"},
+])
+
+
+def test_moebooru_json():
+    url = "https://yande.re/post.json?limit=100&page=1&tags="
+    listing = parse_moebooru_json(YANDERE_JSON, url)
+    first, last = listing.posts
+    assert first.id == 1200 and first.rating == "questionable" and first.md5 == "c" * 32
+    assert first.tags == ("dress", "long_hair")
+    assert first.urls["original"] == "https://files.yande.re/image/cccc/yande.re%201200.png"
+    assert first.urls["sample"] == "https://files.yande.re/sample/cccc/yande.re%201200%20sample.jpg"
+    assert first.urls["preview"].startswith("https://assets.yande.re/data/preview/cc/cc/")
+    assert last.urls["sample"] == "https://yande.re/image/eeee/x.jpg" and last.rating == "safe"
+    assert last.expected_md5(last.url("sample")) == "e" * 32  # no sample of its own
+    assert listing.without_file == 1 and listing.has_next and listing.lowest_id == 1198
+    empty = parse_moebooru_json("[]", url)
+    assert empty.posts == [] and not empty.has_next
+
+
+# posts.json as safebooru.donmai.us serves it; a post hidden from anonymous users has no
+# md5 or file URLs
+DANBOORU_JSON = json.dumps([
+    {"id": 7001, "md5": "a" * 32, "rating": "g", "tag_string": "1girl solo touhou",
+     "file_ext": "jpg", "file_size": 500000, "image_width": 2000, "image_height": 1500,
+     "file_url": "https://cdn.donmai.us/original/aa/aa/" + "a" * 32 + ".jpg",
+     "large_file_url": "https://cdn.donmai.us/sample/aa/aa/sample-" + "a" * 32 + ".jpg",
+     "preview_file_url": "https://cdn.donmai.us/180x180/aa/aa/" + "a" * 32 + ".jpg",
+     "is_deleted": False, "is_banned": False},
+    {"id": 7000, "rating": "s", "tag_string": "1girl swimsuit", "file_ext": "png",
+     "image_width": 800, "image_height": 600, "is_deleted": False, "is_banned": True},
+    {"id": 6999, "md5": "b" * 32, "rating": "s", "tag_string": "swimsuit", "file_ext": "jpg",
+     "file_url": "https://cdn.donmai.us/original/bb/bb/b.jpg",
+     "large_file_url": "https://cdn.donmai.us/original/bb/bb/b.jpg",
+     "preview_file_url": "https://cdn.donmai.us/180x180/bb/bb/b.jpg", "is_deleted": False},
+    {"id": 6998, "md5": "f" * 32, "rating": "g", "tag_string": "sky", "is_deleted": True,
+     "file_url": "https://cdn.donmai.us/original/ff/ff/f.jpg"},
+])
+
+
+def test_danbooru_json():
+    listing = parse_danbooru_json(DANBOORU_JSON, "https://safebooru.donmai.us/posts.json?page=1")
+    general, sensitive = listing.posts
+    assert general.rating == "safe" and general.tags == ("1girl", "solo", "touhou")
+    assert general.url("sample").endswith("/sample/aa/aa/sample-" + "a" * 32 + ".jpg")
+    assert general.url("preview").endswith("/180x180/aa/aa/" + "a" * 32 + ".jpg")
+    assert general.expected_md5(general.url("original")) == "a" * 32
+    assert sensitive.rating == "questionable"  # Danbooru's "s" is sensitive, not safe
+    assert listing.without_file == 2 and listing.lowest_id == 6998 and listing.has_next
+
+
+def test_danbooru_error_object_names_url_and_message():
+    url = "https://safebooru.donmai.us/posts.json?page=2"
+    error = '{"success": false, "error": "Danbooru::Paginator::PaginationError", "message": "nope"}'
+    with pytest.raises(MarkupError, match=r"posts\.json\?page=2: expected a JSON array.*nope"):
+        parse_danbooru_json(error, url)
+    with pytest.raises(MarkupError, match="not JSON"):
+        parse_danbooru_json("<html>maintenance</html>", url)
+    with pytest.raises(MarkupError, match="post objects with an id"):
+        parse_danbooru_json('[{"post": {"id": 1}}]', url)
+
+
+# the dapi as safebooru.org serves it: hash is the md5, image a file name, an empty sample_url
+GELBOORU_JSON = json.dumps([
+    {"id": 5100, "hash": "3" * 32, "image": "3af0.png", "directory": 5, "width": 1200,
+     "height": 900, "rating": "general", "tags": " 1girl hat ", "score": 2, "source": "",
+     "status": "active", "file_url": "https://safebooru.org/images/5/3af0.png",
+     "sample_url": "", "preview_url": "https://safebooru.org/thumbnails/5/thumbnail_3af0.jpg"},
+    {"id": 5099, "hash": "4" * 32, "image": "b1.jpg", "directory": "5", "rating": "sensitive",
+     "tags": "swimsuit", "file_url": "https://safebooru.org/images/5/b1.jpg",
+     "sample_url": "https://safebooru.org/samples/5/sample_b1.jpg",
+     "preview_url": "https://safebooru.org/thumbnails/5/thumbnail_b1.jpg"},
+    {"id": 5098, "hash": "5" * 32, "rating": "safe", "tags": "sky",
+     "file_url": "https://safebooru.org/images/5/c.jpg"},
+])
+
+
+def test_gelbooru_json():
+    url = "https://safebooru.org/index.php?page=dapi&s=post&q=index&json=1&pid=0"
+    listing = parse_gelbooru_json(GELBOORU_JSON, url)
+    general, sensitive, safe = listing.posts
+    assert general.tags == ("1girl", "hat") and general.rating == "safe"
+    assert general.url("sample") == "https://safebooru.org/images/5/3af0.png"  # empty sample_url
+    assert general.expected_md5(general.url("sample")) == "3" * 32
+    assert sensitive.rating == "questionable" and sensitive.url("sample").endswith("sample_b1.jpg")
+    assert safe.rating == "safe" and safe.url("preview") == safe.urls["original"]
+    assert parse_gelbooru_json("", url) == parse_gelbooru_json("[]", url)  # nothing matched
+    assert not parse_gelbooru_json("", url).has_next
+    wrapped = json.dumps({"@attributes": {"limit": 100, "offset": 0, "count": 3},
+                          "post": json.loads(GELBOORU_JSON)})
+    assert parse_gelbooru_json(wrapped, url) == listing
+    assert parse_gelbooru_json('{"@attributes": {"count": 0}}', url).posts == []
+
+
+def test_listing_urls():
+    assert moebooru_listing_url("https://konachan.net/", "blue_hair rating:s", 3) == \
+        "https://konachan.net/post?page=3&tags=blue_hair+rating%3As"
+    assert moebooru_json_url("https://yande.re", "hat", 2) == \
+        "https://yande.re/post.json?limit=100&page=2&tags=hat"
+    assert gelbooru_json_url("https://safebooru.org", "hat", 1) == \
+        "https://safebooru.org/index.php?page=dapi&s=post&q=index&json=1&limit=100&pid=0&tags=hat"
+
+
+def test_danbooru_pages_by_number_to_1000_then_by_id():
+    base = "https://safebooru.donmai.us"
+    assert danbooru_json_url(base, "", 1000, 5000).endswith("/posts.json?limit=100&page=1000&tags=")
+    assert danbooru_json_url(base, "", 1001, 4321).endswith("/posts.json?limit=100&page=b4321&tags=")
+    with pytest.raises(PipelineError, match="scrape.first_page"):
+        danbooru_json_url(base, "", 1001, None)
+
+
+def test_sites_table():
+    assert {name: site.default_url for name, site in SITES.items()} == {
+        "demo": None, "konachan": "https://konachan.net", "yandere": "https://yande.re",
+        "danbooru": "https://safebooru.donmai.us", "gelbooru": "https://safebooru.org"}
+    assert SITES["konachan"].adapter("html").parse is parse_moebooru_listing
+    assert SITES["yandere"].adapter("json").parse is parse_moebooru_json
+    # Danbooru's listing HTML no longer carries file URLs: its API whatever scrape.api says
+    assert SITES["danbooru"].adapter("html").parse is parse_danbooru_json
+    assert SITES["gelbooru"].adapter("html").parse is parse_gelbooru_json
