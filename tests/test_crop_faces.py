@@ -1,10 +1,11 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.crop_faces import main
+from pipeline.crop_faces import centre_square, cut, grow_box, main
 
 
 @pytest.fixture
@@ -14,6 +15,10 @@ def crop_params(tmp_path, cascade_path):
     return path
 
 
+def read_boxes(folder):
+    return [json.loads(line) for line in (folder / "boxes.jsonl").read_text().splitlines()]
+
+
 def test_finds_faces_in_real_wallpapers(tmp_path, crop_params, illustrations):
     """The seed recipe finds 22 faces in the 40 shared wallpapers (../shared/README.md)."""
     output, stats_file = tmp_path / "faces", tmp_path / "stats.json"
@@ -21,11 +26,12 @@ def test_finds_faces_in_real_wallpapers(tmp_path, crop_params, illustrations):
           "--stats", str(stats_file)])
     stats = json.loads(stats_file.read_text())
     assert stats["images"] == 40 and stats["unreadable"] == 0
-    assert stats["faces"] == 22
-    boxes = [json.loads(line) for line in (output / "boxes.jsonl").read_text().splitlines()]
+    assert stats["faces"] == 22 and stats["faces_padded"] == 0
+    boxes = read_boxes(output)
     assert len(boxes) == 22
     for box in boxes:
         x, y, w, h = box["box"]
+        assert box["crop_box"] == box["box"]  # crop.margin 0
         assert w >= 48 and h >= 48 and x + w <= box["image_width"] and y + h <= box["image_height"]
         with Image.open(output / box["face"]) as face:
             assert face.size == (96, 96)
@@ -84,3 +90,90 @@ def test_killed_run_keeps_the_previous_output(tmp_path, crop_params, illustratio
     assert len(list(output.glob("*.png"))) == 22
     main(args)  # and the rerun completes
     assert (output / "boxes.jsonl").read_text() == before and not staging.exists()
+
+
+def test_grow_box_keeps_the_centre_and_adds_margin_on_every_side():
+    assert grow_box((100, 50, 40, 40), 0.0) == (100, 50, 40, 40)
+    assert grow_box((100, 50, 40, 40), 0.5) == (80, 30, 80, 80)
+    assert grow_box((10, 10, 48, 48), 0.25) == (-2, -2, 72, 72)  # may leave the picture
+
+
+def test_centre_square():
+    assert centre_square(200, 100) == (50, 0, 100, 100)
+    assert centre_square(101, 300) == (0, 99, 101, 101)
+    assert centre_square(96, 96) == (0, 0, 96, 96)
+
+
+def test_cut_pads_with_the_edge_pixels_where_the_box_leaves_the_picture():
+    image = np.arange(10 * 12 * 3, dtype=np.uint8).reshape(10, 12, 3)
+    assert np.array_equal(cut(image, (2, 3, 5, 4)), image[3:7, 2:7])
+    corner = cut(image, (-2, -3, 6, 6))  # 3 rows above, 2 columns left of the picture
+    assert corner.shape == (6, 6, 3)
+    assert np.array_equal(corner, np.pad(image[:3, :4], ((3, 0), (2, 0), (0, 0)), mode="edge"))
+    around = cut(image, (-5, -5, 22, 20))  # larger than the picture on every side
+    assert np.array_equal(around, np.pad(image, ((5, 5), (5, 5), (0, 0)), mode="edge"))
+
+
+def test_margin_grows_the_detected_box_and_pads_at_the_edge(tmp_path, cascade_path, illustrations):
+    """wallpaper_025's face is 432 px wide, 164 px from the right edge: a 0.5 margin leaves the picture."""
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("wallpaper_002.jpg", "wallpaper_025.jpg"):
+        shutil.copy(illustrations / name, source / name)
+    runs = {}
+    for margin in (0.0, 0.5):
+        params = tmp_path / f"params_{margin}.yaml"
+        params.write_text(f"crop:\n  cascade: {cascade_path}\n  workers: 2\n  margin: {margin}\n  size: 64\n")
+        output = tmp_path / f"faces_{margin}"
+        main(["--params", str(params), "--input", str(source), "--output", str(output),
+              "--stats", str(tmp_path / f"stats_{margin}.json")])
+        runs[margin] = (output, read_boxes(output))
+    plain, grown = runs[0.0][1], runs[0.5][1]
+    assert len(grown) == 3 and [r["box"] for r in grown] == [r["box"] for r in plain]
+    for record in grown:
+        x, y, w, h = record["box"]
+        cx, cy, cw, ch = record["crop_box"]
+        assert cw == ch == w + 2 * round(0.5 * w) and (cx + cw / 2, cy + ch / 2) == (x + w / 2, y + h / 2)
+        with Image.open(runs[0.5][0] / record["face"]) as face:
+            assert face.size == (64, 64)
+    padded = grown[2]
+    assert padded["source_image"] == "wallpaper_025.jpg" and padded["crop_box"] == [1108, 59, 864, 864]
+    assert json.loads((tmp_path / "stats_0.5.json").read_text())["faces_padded"] == 1
+    with Image.open(runs[0.5][0] / padded["face"]) as face:
+        right = np.asarray(face.convert("RGB"), dtype=int)[:, -3:]  # 52 of 864 px are padding
+    assert np.abs(np.diff(right, axis=1)).max() <= 1  # the edge column, repeated
+
+
+def test_passthrough_square_crops_faces_without_a_cascade(tmp_path, shared_faces, monkeypatch):
+    monkeypatch.setenv("LBPCASCADE_ANIMEFACE", str(tmp_path / "no_cascade_here.xml"))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"crop:\n  mode: passthrough\n  cascade: {tmp_path / 'nope.xml'}\n"
+                      "  size: 64\n  margin: 0.5\n  workers: 2\n")
+    output = tmp_path / "faces"
+    main(["--params", str(params), "--input", str(shared_faces), "--output", str(output),
+          "--stats", str(tmp_path / "stats.json")])
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats == {"images": 2000, "unreadable": 0, "images_with_faces": 2000, "faces": 2000,
+                     "faces_padded": 0}
+    records = read_boxes(output)
+    assert records[0]["face"] == "00000_0.png" and records[0]["source_image"] == "00000.jpg"
+    assert all(r["box"] == r["crop_box"] == [0, 0, 96, 96] for r in records)  # margin is ignored
+    with Image.open(output / records[0]["face"]) as face:
+        assert face.size == (64, 64)
+
+
+def test_passthrough_takes_the_centre_square(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    wide = np.zeros((100, 200, 3), dtype=np.uint8)
+    wide[:, 50:150] = (200, 40, 90)  # the centre square; black bands left and right
+    Image.fromarray(wide).save(source / "wide.png")
+    params = tmp_path / "params.yaml"
+    params.write_text("crop:\n  mode: passthrough\n  size: 32\n  workers: 1\n")
+    output = tmp_path / "faces"
+    main(["--params", str(params), "--input", str(source), "--output", str(output),
+          "--stats", str(tmp_path / "stats.json")])
+    [record] = read_boxes(output)
+    assert record["box"] == record["crop_box"] == [50, 0, 100, 100]
+    with Image.open(output / "wide_0.png") as face:
+        assert face.size == (32, 32) and (np.asarray(face) == (200, 40, 90)).all()

@@ -1,56 +1,115 @@
 import csv
+import io
 import json
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from pipeline.dataset import load_faces
 from pipeline.manifest import main, split_of
 from pipeline.params import PipelineError
 
 
-def make_faces(folder, colours):
-    """Crop-stage output: one PNG per face and boxes.jsonl; equal colours are exact duplicates."""
+def noise_face(seed):
+    """A stand-in face: seeded noise, so faces of different seeds are far apart in pHash too."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+
+
+def make_faces(folder, images, sides=None):
+    """Crop-stage output: face i of source image demo_i.jpg, its box `sides[i]` px (default 96)."""
     folder.mkdir(parents=True)
     lines = []
-    for i, colour in enumerate(colours):
+    for i, image in enumerate(images):
         name = f"demo_{i}_0.png"
-        Image.new("RGB", (96, 96), colour).save(folder / name)
+        image.save(folder / name)
+        side = sides[i] if sides else 96
         lines.append(json.dumps({"face": name, "source_image": f"demo_{i}.jpg",
-                                 "box": [10, 20, 96, 96], "size": 96,
-                                 "image_width": 640, "image_height": 480}))
+                                 "box": [10, 20, side, side], "crop_box": [10, 20, side, side],
+                                 "size": 96, "image_width": 640, "image_height": 480}))
     (folder / "boxes.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def test_manifest_rows_duplicates_and_stats(tmp_path):
-    faces = tmp_path / "data" / "faces"
-    colours = [(i * 7 % 256, i * 13 % 256, i * 29 % 256) for i in range(40)]
-    colours.append(colours[1])
-    make_faces(faces, colours)  # the last face duplicates face 1
-    posts = tmp_path / "data" / "posts.jsonl"
-    posts.write_text("\n".join(
-        json.dumps({"file": f"demo_{i}.jpg", "id": i, "tags": ["blue_hair", f"t{i % 2}"]})
-        for i in range(41)) + "\n{torn line")
-    (tmp_path / "params.yaml").write_text("manifest:\n  val_fraction: 0.25\n")
-    output = tmp_path / "data" / "manifest.csv"
-    main(["--params", str(tmp_path / "params.yaml"), "--input", str(faces), "--posts", str(posts),
-          "--output", str(output), "--stats", str(tmp_path / "data" / "stats.json")])
+def run_manifest(root, params, posts=None):
+    """Run the stage on root/data/faces; return the manifest rows and the stats."""
+    (root / "params.yaml").write_text(params)
+    posts_file = root / "data" / "posts.jsonl"
+    if posts is not None:
+        posts_file.write_text("\n".join(json.dumps(post) for post in posts) + "\n{torn line")
+    output = root / "data" / "manifest.csv"
+    main(["--params", str(root / "params.yaml"), "--input", str(root / "data" / "faces"),
+          "--posts", str(posts_file), "--output", str(output),
+          "--stats", str(root / "data" / "stats.json")])
+    with output.open() as handle:
+        rows = list(csv.DictReader(handle))
+    return rows, json.loads((root / "data" / "stats.json").read_text())
 
-    rows = list(csv.DictReader(output.open()))
+
+def test_manifest_rows_duplicates_and_stats(tmp_path):
+    images = [noise_face(i) for i in range(40)]
+    make_faces(tmp_path / "data" / "faces", [*images, images[1]])  # the last face duplicates face 1
+    posts = [{"file": f"demo_{i}.jpg", "id": i, "tags": ["blue_hair", f"t{i % 2}"]} for i in range(41)]
+    rows, stats = run_manifest(tmp_path, "manifest:\n  val_fraction: 0.25\n", posts)
+
     assert len(rows) == 40
     assert rows[1] == {
         "path": "faces/demo_1_0.png", "sha256": rows[1]["sha256"], "post_id": "1",
         "source_image": "demo_1.jpg", "tags": "blue_hair t1", "box": "10 20 96 96",
         "width": "96", "height": "96", "split": split_of(rows[1]["sha256"], 0.25),
     }
-    stats = json.loads((tmp_path / "data" / "stats.json").read_text())
     assert stats["faces"] == 40 and stats["duplicates_dropped"] == 1
+    assert stats["near_duplicates_dropped"] == stats["too_small"] == stats["tag_filtered"] == 0
     assert stats["split"]["train"] + stats["split"]["val"] == 40
     assert 2 <= stats["split"]["val"] <= 20
     assert stats["tags"]["blue_hair"] == 40
 
-    train = load_faces(output, "train", 48)
+    train = load_faces(tmp_path / "data" / "manifest.csv", "train", 48)
     assert train.shape == (stats["split"]["train"], 3, 48, 48)
+
+
+@pytest.fixture
+def near_copies(shared_faces):
+    """A real face, the same face brightened 10% and saved as JPEG again, and another face."""
+    with Image.open(shared_faces / "00003.jpg") as image:
+        face = image.convert("RGB")
+    data = io.BytesIO()
+    ImageEnhance.Brightness(face).enhance(1.1).save(data, "JPEG", quality=80)
+    with Image.open(shared_faces / "00004.jpg") as image:
+        other = image.convert("RGB")
+    return face, Image.open(data).convert("RGB"), other
+
+
+@pytest.mark.parametrize(("distance", "kept", "near"), [(4, [0, 2], 1), (0, [0, 1, 2], 0),
+                                                         (-1, [0, 1, 2], 0)])
+def test_near_duplicates_are_dropped_after_exact_ones(tmp_path, near_copies, distance, kept, near):
+    face, brighter, other = near_copies
+    make_faces(tmp_path / "data" / "faces", [face, brighter, other, face])
+    rows, stats = run_manifest(tmp_path, f"manifest:\n  dedup_distance: {distance}\n")
+    assert [row["path"] for row in rows] == [f"faces/demo_{i}_0.png" for i in kept]
+    assert stats["duplicates_dropped"] == 1 and stats["near_duplicates_dropped"] == near
+    assert stats["faces"] == len(kept)
+
+
+def test_the_first_of_near_duplicates_is_kept(tmp_path, near_copies):
+    face, brighter, other = near_copies
+    make_faces(tmp_path / "data" / "faces", [brighter, other, face])
+    rows, stats = run_manifest(tmp_path, "manifest:\n  dedup_distance: 4\n")
+    assert [row["path"] for row in rows] == ["faces/demo_0_0.png", "faces/demo_1_0.png"]
+    assert stats["near_duplicates_dropped"] == 1
+
+
+def test_filters_by_source_face_size_and_tags(tmp_path):
+    sides = [48, 63, 64, 200, 100, 100, 100]
+    make_faces(tmp_path / "data" / "faces", [noise_face(i) for i in range(7)], sides)
+    tags = [["solo"], ["solo"], ["solo"], ["solo", "blue_hair"], ["solo", "monochrome"],
+            ["2girls"]]  # face 6 has no post at all
+    posts = [{"file": f"demo_{i}.jpg", "id": i, "tags": t} for i, t in enumerate(tags)]
+    params = ("manifest:\n  min_face_size: 64\n  include_tags: [solo]\n"
+              "  exclude_tags: [monochrome, sketch]\n")
+    rows, stats = run_manifest(tmp_path, params, posts)
+    assert [row["post_id"] for row in rows] == ["2", "3"]
+    assert stats["too_small"] == 2 and stats["tag_filtered"] == 3 and stats["faces"] == 2
 
 
 def test_split_is_stable_and_proportional():
@@ -65,3 +124,10 @@ def test_missing_crops(tmp_path):
     (tmp_path / "params.yaml").write_text("")
     with pytest.raises(PipelineError, match="run the crop_faces stage first"):
         main(["--params", str(tmp_path / "params.yaml"), "--input", str(tmp_path / "faces")])
+
+
+def test_unreadable_face_names_the_file(tmp_path):
+    make_faces(tmp_path / "data" / "faces", [noise_face(0), noise_face(1)])
+    (tmp_path / "data" / "faces" / "demo_1_0.png").write_bytes(b"\x89PNG cut short")
+    with pytest.raises(PipelineError, match=r"demo_1_0\.png: face listed in boxes.jsonl is unreadable"):
+        run_manifest(tmp_path, "")
