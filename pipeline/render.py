@@ -1,9 +1,11 @@
-"""Stage render: sample grid, latent interpolation and loss curves as PNGs for people to read.
+"""Stage render: what the generator learned, as pictures, GIFs and one HTML report for people to read.
 
 python -m pipeline.render [--params params.yaml] [--input models] [--output reports]
+                          [--data data] [--metrics metrics]
 
-Everything runs on the CPU from seeded noise, so the same generator and params give the same PNG
-bytes and DVC sees no change when nothing changed.
+Writes samples.png, interpolation.png, interpolation.gif, timelapse.gif, losses.png and
+index.html (pipeline/report.py). Everything runs on the CPU from seeded noise, so the same
+generator and params give the same bytes and DVC sees no change when nothing changed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,19 +22,22 @@ import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torchvision.utils import make_grid
+from tqdm import tqdm
 
 from pipeline.cli import run_stage, stage_parser
 from pipeline.files import atomic_path
 from pipeline.models import load_generator
 from pipeline.params import PipelineError, RenderParams, read_section
+from pipeline.report import ReportSources, read_inputs, write_report
 
 log = logging.getLogger("pipeline.render")
 
-MIN_FACE_PX = 96  # 48 px faces are too small to judge on screen; upscale to at least this
 METRICS_DIR = Path("dvclive/plots/metrics/train")
+SAMPLES_DIR = Path("dvclive/plots/images/samples")
+TRAINING_SUMMARY = Path("dvclive/metrics.json")
 LOSS_METRICS = ("loss_d", "loss_g")
 DISCRIMINATOR_METRICS = ("d_real", "d_fake")
 METRIC_LABELS = {
@@ -41,6 +47,8 @@ METRIC_LABELS = {
     "d_fake": "D(G(z)), generated faces",
 }
 MARKER_MAX_EPOCHS = 30  # short runs get point markers, or a one-epoch curve would be invisible
+CAPTION_PX = 24  # the strip above each timelapse frame that carries its epoch
+FINAL_FRAME_MS = 1500  # the timelapse holds its last frame, the generator as it was saved
 
 Curves = dict[str, tuple[list[int], list[float]]]  # metric name -> (epochs, values)
 
@@ -66,22 +74,53 @@ def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torc
     return (start_share * start + end_share * end).to(dtype)
 
 
-def seeded_latents(count: int, nz: int, seed: int) -> torch.Tensor:
-    return torch.randn(count, nz, generator=torch.Generator().manual_seed(seed))
+def seeded_latents(count: int, nz: int, seed: int, temperature: float = 1.0) -> torch.Tensor:
+    """N(0, temperature²) noise: below 1 stays near the mode, giving safer but less varied faces."""
+    return temperature * torch.randn(count, nz, generator=torch.Generator().manual_seed(seed))
 
 
-def upscale_factor(image_size: int) -> int:
-    return math.ceil(MIN_FACE_PX / image_size)
+def interpolation_latents(nz: int, rows: int, steps: int, seed: int,
+                          temperature: float = 1.0) -> torch.Tensor:
+    """`rows` slerps of `steps` points each between 2 * rows seeded latents, row after row."""
+    ends = seeded_latents(2 * rows, nz, seed, temperature)
+    weights = torch.linspace(0.0, 1.0, steps)
+    return torch.cat([slerp(start, end, weights) for start, end in ends.view(rows, 2, nz)])
+
+
+def upscale_factor(image_size: int, face_px: int) -> int:
+    """Whole-number factor, so nearest-neighbour upscaling keeps every generated pixel square."""
+    return math.ceil(face_px / image_size)
 
 
 @torch.no_grad()
-def image_grid(generator: nn.Module, z: torch.Tensor, columns: int) -> Image.Image:
-    """G(z) tiled `columns` wide, each face upscaled (nearest neighbour keeps pixels honest)."""
+def generate_faces(generator: nn.Module, z: torch.Tensor, face_px: int) -> torch.Tensor:
+    """G(z) in [-1, 1], each face upscaled to at least `face_px` (nearest neighbour keeps pixels honest)."""
     images = generator(z).float().clamp(-1, 1)
-    images = F.interpolate(images, scale_factor=upscale_factor(images.shape[-1]), mode="nearest")
-    grid = make_grid(images, nrow=columns, padding=2, normalize=True, value_range=(-1, 1))
-    pixels = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(pixels)
+    return F.interpolate(images, scale_factor=upscale_factor(images.shape[-1], face_px), mode="nearest")
+
+
+def tile(faces: torch.Tensor, columns: int) -> Image.Image:
+    """Faces in [-1, 1] as one RGB picture, `columns` wide, 2 px apart."""
+    grid = make_grid(faces, nrow=columns, padding=2, normalize=True, value_range=(-1, 1))
+    return Image.fromarray(grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+
+
+def image_grid(generator: nn.Module, z: torch.Tensor, columns: int, face_px: int) -> Image.Image:
+    """G(z) tiled `columns` wide: the sample grid of both this stage and pipeline.generate."""
+    return tile(generate_faces(generator, z, face_px), columns)
+
+
+def ping_pong(count: int) -> list[int]:
+    """0, 1, ..., count - 1, ..., 1: a loop that turns back instead of jumping to its start."""
+    return list(range(count)) + list(range(count - 2, 0, -1))
+
+
+def interpolation_pictures(generator: nn.Module, z: torch.Tensor, rows: int,
+                           steps: int, face_px: int) -> tuple[Image.Image, list[Image.Image]]:
+    """The strip (one row per interpolation) and the animation frames (all rows side by side)."""
+    faces = generate_faces(generator, z, face_px)
+    frames = [tile(faces[step::steps], columns=rows) for step in ping_pong(steps)]
+    return tile(faces, columns=steps), frames
 
 
 def save_png(image: Image.Image, path: Path) -> None:
@@ -90,17 +129,56 @@ def save_png(image: Image.Image, path: Path) -> None:
     log.info("wrote %s (%dx%d px)", path, image.width, image.height)
 
 
+def frame_ms(fps: int) -> int:
+    """GIFs count in centiseconds, and browsers slow frames under 2 cs down to 10: stay within both."""
+    return 10 * max(2, round(100 / fps))
+
+
+def save_gif(frames: Sequence[Image.Image], path: Path, fps: int, final_ms: int | None = None) -> None:
+    """An endlessly looping GIF; `final_ms` holds the last frame longer. Pillow's GIF has no dates."""
+    durations = [frame_ms(fps)] * len(frames)
+    if final_ms is not None:
+        durations[-1] = max(durations[-1], final_ms)
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=list(frames[1:]),
+                       duration=durations, loop=0)
+    log.info("wrote %s (%d frames, %dx%d px)", path, len(frames), frames[0].width, frames[0].height)
+
+
 def render_samples(generator: nn.Module, params: RenderParams, path: Path) -> None:
-    z = seeded_latents(params.grid**2, generator.config.nz, params.seed)
-    save_png(image_grid(generator, z, columns=params.grid), path)
+    z = seeded_latents(params.grid**2, generator.config.nz, params.seed, params.temperature)
+    save_png(image_grid(generator, z, columns=params.grid, face_px=params.face_px), path)
 
 
-def render_interpolation(generator: nn.Module, params: RenderParams, path: Path) -> None:
-    """One row per pair of latents (seed + 1, so the pairs are not the sample grid's faces)."""
-    ends = seeded_latents(2 * params.interpolation_rows, generator.config.nz, params.seed + 1)
-    weights = torch.linspace(0.0, 1.0, params.interpolation_steps)
-    z = torch.cat([slerp(start, end, weights) for start, end in ends.view(-1, 2, ends.shape[1])])
-    save_png(image_grid(generator, z, columns=params.interpolation_steps), path)
+def render_interpolation(generator: nn.Module, params: RenderParams, png: Path, gif: Path) -> None:
+    """Latents from seed + 1, so the interpolations do not start at the sample grid's faces."""
+    rows, steps = params.interpolation_rows, params.interpolation_steps
+    z = interpolation_latents(generator.config.nz, rows, steps, params.seed + 1, params.temperature)
+    strip, frames = interpolation_pictures(generator, z, rows, steps, params.face_px)
+    save_png(strip, png)
+    save_gif(frames, gif, params.gif_fps)
+
+
+def timelapse_frame(grid: Path, epoch: int) -> Image.Image:
+    """One logged grid under a strip naming its epoch, at the size training logged it: upscaled,
+    the 30 frames of a default run would make a GIF (and the report embedding it) over 10 MB."""
+    try:
+        with Image.open(grid) as source:
+            image = source.convert("RGB")
+    except OSError:
+        raise PipelineError(f"{grid}: not a readable sample grid; rerun the train stage") from None
+    frame = Image.new("RGB", (image.width, image.height + CAPTION_PX), "black")
+    frame.paste(image, (0, CAPTION_PX))
+    ImageDraw.Draw(frame).text((6, 3), f"epoch {epoch}", fill="white", font=ImageFont.load_default(16))
+    return frame
+
+
+def read_timelapse(folder: Path) -> list[Image.Image]:
+    """The per-epoch fixed-noise grids DVCLive kept (<epoch>.png) as frames, oldest first."""
+    grids = sorted((int(path.stem), path) for path in folder.glob("*.png") if re.fullmatch(r"\d+", path.stem))
+    if not grids:
+        raise PipelineError(f"{folder}: no per-epoch sample grids; run the train stage first")
+    return [timelapse_frame(grid, epoch) for epoch, grid in grids]
 
 
 def read_metric(metrics_dir: Path, name: str) -> tuple[list[int], list[float]]:
@@ -158,17 +236,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--input", type=Path, default=Path("models"),
                         help="folder holding generator.pt and dvclive/ (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("reports"),
-                        help="folder for the PNGs (default: %(default)s)")
+                        help="folder for the pictures and index.html (default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=Path("data"),
+                        help="folder holding the data stages' stats, for the report (default: %(default)s)")
+    parser.add_argument("--metrics", type=Path, default=Path("metrics"),
+                        help="folder of the evaluate stage's eval.json and nearest_neighbours.png, "
+                             "shown when present (default: %(default)s)")
     args = parser.parse_args(argv)
     params = read_section("render", args.params)
-    # Both inputs are read before any PNG is written, so a failure leaves no half-updated report.
+    out = args.output
+    # Every input is read before anything is written: a failure leaves no half-updated report.
     generator, payload = load_generator(args.input / "generator.pt", torch.device("cpu"))
     curves = read_curves(args.input / METRICS_DIR)
+    timelapse = read_timelapse(args.input / SAMPLES_DIR)
+    report = read_inputs(ReportSources(params=Path(args.params), pictures=out, data=args.data,
+                                       training=args.input / TRAINING_SUMMARY, evaluation=args.metrics))
     log.info("generator from epoch %s (%s weights)", payload["epoch"],
              "EMA" if payload["ema"] else "raw")
-    render_samples(generator, params, args.output / "samples.png")
-    render_interpolation(generator, params, args.output / "interpolation.png")
-    render_losses(curves, args.output / "losses.png")
+    steps = {
+        "samples": lambda: render_samples(generator, params, out / "samples.png"),
+        "interpolation": lambda: render_interpolation(generator, params, out / "interpolation.png",
+                                                      out / "interpolation.gif"),
+        "timelapse": lambda: save_gif(timelapse, out / "timelapse.gif", params.gif_fps, FINAL_FRAME_MS),
+        "losses": lambda: render_losses(curves, out / "losses.png"),
+        "report": lambda: write_report(report, payload, out / "index.html"),
+    }
+    with tqdm(steps.items(), desc="render", unit="output") as progress:
+        for name, step in progress:
+            progress.set_postfix_str(name)
+            step()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """End to end: every stage under DVC on tiny params, in a throwaway copy of the project."""
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -62,14 +64,17 @@ def test_dvc_repro_end_to_end(project):
     cropped = json.loads((root / "data/crop_stats.json").read_text())
     assert cropped["faces"] >= 10
     manifest = json.loads((root / "data/manifest_stats.json").read_text())
-    assert manifest["faces"] == cropped["faces"] - manifest["duplicates_dropped"]
+    dropped = manifest["duplicates_dropped"] + manifest["near_duplicates_dropped"]
+    assert manifest["faces"] == cropped["faces"] - dropped
     assert (root / "models/generator.pt").is_file() and (root / "models/checkpoint.pt").is_file()
     metrics = json.loads((root / "models/dvclive/metrics.json").read_text())
     assert metrics["step"] == 1 and set(metrics["train"]) == {"loss_d", "loss_g", "d_real", "d_fake"}
     with Image.open(root / "reports/samples.png") as grid:
         assert grid.size == (3 * 98 + 2, 3 * 98 + 2)  # 48 px faces upscaled to 96, padding 2
-    for name in ("interpolation.png", "losses.png"):
+    for name in ("interpolation.png", "interpolation.gif", "timelapse.gif", "losses.png", "index.html"):
         assert (root / "reports" / name).stat().st_size > 1000
+    assert (root / "models/best.pt").is_file()
+    assert "face_rate" in json.loads((root / "metrics/eval.json").read_text())
 
     # nothing changed: nothing runs
     assert "Data and pipelines are up to date" in sh("dvc", "repro", cwd=root, env=env)
@@ -82,9 +87,8 @@ def test_dvc_repro_end_to_end(project):
     assert "continuing from models/checkpoint.pt at epoch 2" in out
     for stage in ("scrape", "crop_faces", "manifest"):
         assert f"Running stage '{stage}'" not in out
-    shown = sh("dvc", "exp", "show", "--csv", cwd=root, env=env).splitlines()
-    header = shown[0].split(",")
-    epochs = [row.split(",")[header.index("train.epochs")] for row in shown[1:]]
+    shown = sh("dvc", "exp", "show", "--csv", cwd=root, env=env)
+    epochs = [row["train.epochs"] for row in csv.DictReader(io.StringIO(shown))]
     assert "3" in epochs and "2" in epochs  # the experiment beside the workspace's baseline
     assert json.loads((root / "models/dvclive/metrics.json").read_text())["step"] == 2
 
@@ -100,7 +104,7 @@ def test_bad_param_fails_fast_with_one_line(project):
     assert result.stderr.strip() == "error: train.image_size: must be one of (48, 64), got 50"
 
 
-@pytest.mark.parametrize("stage", ["scrape", "crop_faces", "manifest", "train", "render"])
+@pytest.mark.parametrize("stage", ["scrape", "crop_faces", "manifest", "train", "evaluate", "render"])
 def test_every_stage_documents_its_paths(project, stage):
     root, env = project
     result = subprocess.run([sys.executable, "-m", f"pipeline.{stage}", "--help"], cwd=root,

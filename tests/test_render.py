@@ -1,7 +1,8 @@
-"""The render stage: picture geometry, byte-for-byte determinism, one-line errors, and slerp."""
+"""The render stage: picture and GIF geometry, byte-for-byte determinism, one-line errors, and slerp."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,12 @@ from PIL import Image
 
 from pipeline.models import Generator, NetConfig, save_generator
 from pipeline.params import PipelineError
-from pipeline.render import METRICS_DIR, main, slerp
-from pipeline.train import recalibrate_batchnorm
+from pipeline.render import CAPTION_PX, FINAL_FRAME_MS, METRICS_DIR, SAMPLES_DIR, main, slerp
+from pipeline.train import recalibrate_batchnorm, sample_grid
 
-OUTPUTS = ("samples.png", "interpolation.png", "losses.png")
+OUTPUTS = ("samples.png", "interpolation.png", "interpolation.gif", "timelapse.gif", "losses.png",
+           "index.html")
+GRID_EPOCHS = (1, 3)
 METRICS = {
     "loss_d": [1.30, 1.10, 0.95],
     "loss_g": [0.80, 1.40, 1.90],
@@ -24,7 +27,7 @@ METRICS = {
 
 
 def write_models(folder: Path, image_size: int) -> Path:
-    """A tiny untrained generator and the DVCLive TSVs training would have left beside it.
+    """A tiny untrained generator and the DVCLive TSVs and sample grids training would leave beside it.
 
     Fresh DCGAN weights draw flat grey, which would make any two renders equal; calibrated
     batch norm (as training leaves it) and a louder output layer give every face its own texture.
@@ -41,20 +44,57 @@ def write_models(folder: Path, image_size: int) -> Path:
         rows = [f"timestamp\tstep\t{name}"]
         rows += [f"{1_700_000_000 + step}\t{step}\t{value}" for step, value in enumerate(values)]
         (metrics_dir / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    grids = folder / SAMPLES_DIR
+    grids.mkdir(parents=True)
+    for epoch in GRID_EPOCHS:
+        z = torch.randn(16, config.nz, generator=torch.Generator().manual_seed(epoch))
+        Image.fromarray(sample_grid(generator, z, nrow=4).numpy()).save(grids / f"{epoch:04d}.png")
     return folder
 
 
-def write_params(path: Path, grid: int = 3, rows: int = 2, steps: int = 4) -> Path:
+@pytest.fixture(scope="module")
+def pristine_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_models(tmp_path_factory.mktemp("pristine") / "models", 48)
+
+
+@pytest.fixture
+def models(pristine_models: Path, tmp_path: Path) -> Path:
+    """A copy of the 48 px models for one test to change: copying is faster than building them again."""
+    return Path(shutil.copytree(pristine_models, tmp_path / "models"))
+
+
+def write_params(path: Path, grid: int = 3, rows: int = 2, steps: int = 4, extra: str = "") -> Path:
+    """params.yaml with a small render section; `extra` adds lines to it ("  face_px: 64\n")."""
     path.write_text(
         f"train:\n  epochs: 1\nrender:\n  seed: 3\n  grid: {grid}\n"
-        f"  interpolation_rows: {rows}\n  interpolation_steps: {steps}\n"
+        f"  interpolation_rows: {rows}\n  interpolation_steps: {steps}\n{extra}"
     )
     return path
 
 
 def render(params: Path, models: Path, reports: Path) -> dict[str, bytes]:
-    main(["--params", str(params), "--input", str(models), "--output", str(reports)])
+    """Run the stage with the report's optional inputs looked up beside `models` (absent unless written)."""
+    main(["--params", str(params), "--input", str(models), "--output", str(reports),
+          "--data", str(models.parent / "data"), "--metrics", str(models.parent / "metrics")])
     return {name: (reports / name).read_bytes() for name in OUTPUTS}
+
+
+def gif_frames(path: Path) -> list[np.ndarray]:
+    with Image.open(path) as gif:
+        frames = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            frames.append(np.asarray(gif.convert("RGB"), dtype=np.int16))
+    return frames
+
+
+def gif_durations(path: Path) -> list[int]:
+    with Image.open(path) as gif:
+        durations = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            durations.append(gif.info["duration"])
+    return durations
 
 
 def grid_px(cells: int, face_px: int) -> int:
@@ -62,12 +102,14 @@ def grid_px(cells: int, face_px: int) -> int:
     return cells * (face_px + 2) + 2
 
 
-@pytest.mark.parametrize(("image_size", "face_px"), [(48, 96), (64, 128)])
+@pytest.mark.parametrize(("image_size", "face_px_param", "face_px"), [(48, 96, 96), (64, 144, 192)])
 def test_pictures_have_the_grid_geometry_and_are_deterministic(
-    tmp_path: Path, image_size: int, face_px: int
+    tmp_path: Path, image_size: int, face_px_param: int, face_px: int
 ) -> None:
+    """Faces are upscaled by a whole factor to at least render.face_px: 144 px from 64 takes 3x."""
     models = write_models(tmp_path / "models", image_size)
-    params = write_params(tmp_path / "params.yaml", grid=3, rows=2, steps=4)
+    params = write_params(tmp_path / "params.yaml", grid=3, rows=2, steps=4,
+                          extra=f"  face_px: {face_px_param}\n")
 
     first = render(params, models, tmp_path / "first")
     second = render(params, models, tmp_path / "second")
@@ -81,37 +123,102 @@ def test_pictures_have_the_grid_geometry_and_are_deterministic(
         assert interpolation.size == (grid_px(4, face_px), grid_px(2, face_px))
     with Image.open(tmp_path / "first" / "losses.png") as losses:
         assert losses.size == (1000, 400)
+    with Image.open(tmp_path / "first" / "interpolation.gif") as gif:
+        assert gif.size == (grid_px(2, face_px), grid_px(1, face_px))  # the rows side by side
+        assert gif.n_frames == 2 * 4 - 2  # there and back, the turning points once
+    with Image.open(tmp_path / "first" / "timelapse.gif") as gif:
+        logged = grid_px(4, image_size)  # the grids as training logged them, under their epoch
+        assert gif.size == (logged, logged + CAPTION_PX)
+        assert gif.n_frames == len(GRID_EPOCHS)
     assert sorted(path.name for path in (tmp_path / "first").iterdir()) == sorted(OUTPUTS)
 
 
-def test_seed_changes_the_samples(tmp_path: Path) -> None:
-    models = write_models(tmp_path / "models", 48)
+def test_seed_and_temperature_change_only_the_generated_pictures(tmp_path: Path, models: Path) -> None:
     params = write_params(tmp_path / "params.yaml")
     before = render(params, models, tmp_path / "before")
     params.write_text(params.read_text().replace("seed: 3", "seed: 4"))
-    after = render(params, models, tmp_path / "after")
-    assert before["samples.png"] != after["samples.png"]
-    assert before["losses.png"] == after["losses.png"]
+    reseeded = render(params, models, tmp_path / "reseeded")
+    params.write_text(params.read_text().replace("seed: 4", "seed: 3") + "  temperature: 0.5\n")
+    cooler = render(params, models, tmp_path / "cooler")
+    for changed in (reseeded, cooler):
+        for name in ("samples.png", "interpolation.png", "interpolation.gif"):
+            assert changed[name] != before[name]
+        for name in ("timelapse.gif", "losses.png"):
+            assert changed[name] == before[name]
 
 
-def test_missing_generator_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    models = write_models(tmp_path / "models", 48)
+def test_interpolation_gif_walks_every_row_there_and_back(
+    tmp_path: Path, models: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    render(write_params(tmp_path / "params.yaml", rows=3, steps=5), models, tmp_path / "reports")
+    assert "render: 100%" in capsys.readouterr().err  # the progress bar, to its end
+    frames = gif_frames(tmp_path / "reports" / "interpolation.gif")
+    assert len(frames) == 8
+    for step in range(1, 4):  # frame 8 - k shows step k again, on the way back
+        assert np.array_equal(frames[step], frames[8 - step])
+    assert not np.array_equal(frames[0], frames[1])
+    with Image.open(tmp_path / "reports" / "interpolation.png") as strip:
+        pixels = np.asarray(strip, dtype=np.int16)
+
+    def face(picture: np.ndarray, row: int, column: int) -> np.ndarray:
+        top, left = 2 + row * 98, 2 + column * 98  # 96 px faces, 2 px apart
+        return picture[top:top + 96, left:left + 96]
+
+    for row in range(3):  # frame 0 holds the first face of every strip row, side by side
+        error = np.abs(face(frames[0], 0, row) - face(pixels, row, 0)).mean()
+        other = np.abs(face(frames[0], 0, row) - face(pixels, (row + 1) % 3, 0)).mean()
+        assert error < 16 and error < other / 2  # only the GIF's 256-colour palette differs
+
+
+def test_timelapse_shows_each_logged_grid_in_epoch_order_with_its_epoch(tmp_path: Path, models: Path) -> None:
+    grids = models / SAMPLES_DIR
+    for old in grids.iterdir():
+        old.unlink()
+    colours = {600: (200, 30, 30), 9999: (30, 200, 30), 10000: (30, 30, 200)}
+    for epoch, colour in colours.items():  # 10000.png sorts before 9999.png as text
+        Image.new("RGB", (402, 402), colour).save(grids / f"{epoch:04d}.png")
+
+    render(write_params(tmp_path / "params.yaml"), models, tmp_path / "reports")
+
+    frames = gif_frames(tmp_path / "reports" / "timelapse.gif")
+    assert [tuple(frame[CAPTION_PX + 400, 400]) for frame in frames] == list(colours.values())
+    captions = [frame[:CAPTION_PX] for frame in frames]
+    assert all(caption.max() > 200 for caption in captions)  # white text on the black strip
+    assert not np.array_equal(captions[0], captions[1]) and not np.array_equal(captions[1], captions[2])
+    durations = gif_durations(tmp_path / "reports" / "timelapse.gif")
+    assert durations == [80, 80, FINAL_FRAME_MS]  # 12 fps in the GIF's centiseconds: 8 cs a frame
+
+
+def test_missing_sample_grids_name_the_folder_and_write_nothing(tmp_path: Path, models: Path) -> None:
+    for grid in (models / SAMPLES_DIR).iterdir():
+        grid.unlink()
+    with pytest.raises(PipelineError, match=r"samples: no per-epoch sample grids; run the train stage"):
+        render(write_params(tmp_path / "params.yaml"), models, tmp_path / "reports")
+    assert not (tmp_path / "reports").exists()
+
+
+def test_damaged_sample_grid_is_one_line_and_writes_nothing(tmp_path: Path, models: Path) -> None:
+    (models / SAMPLES_DIR / "0003.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    with pytest.raises(PipelineError, match=r"0003\.png: not a readable sample grid; rerun the train stage"):
+        render(write_params(tmp_path / "params.yaml"), models, tmp_path / "reports")
+    assert not (tmp_path / "reports").exists()
+
+
+def test_missing_generator_is_one_line_and_writes_nothing(tmp_path: Path, models: Path) -> None:
     (models / "generator.pt").unlink()
     with pytest.raises(PipelineError, match=r"generator\.pt: generator not found.*train stage"):
         render(write_params(tmp_path / "params.yaml"), models, tmp_path / "reports")
     assert not (tmp_path / "reports").exists()
 
 
-def test_foreign_generator_file_is_rejected(tmp_path: Path) -> None:
-    models = write_models(tmp_path / "models", 48)
+def test_foreign_generator_file_is_rejected(tmp_path: Path, models: Path) -> None:
     torch.save({"weights": torch.zeros(3)}, models / "generator.pt")
     with pytest.raises(PipelineError, match="not a generator written by this project"):
         render(write_params(tmp_path / "params.yaml"), models, tmp_path / "reports")
 
 
 @pytest.mark.parametrize("metric", ["loss_g", "d_fake"])
-def test_missing_metrics_name_the_file_and_write_nothing(tmp_path: Path, metric: str) -> None:
-    models = write_models(tmp_path / "models", 48)
+def test_missing_metrics_name_the_file_and_write_nothing(tmp_path: Path, models: Path, metric: str) -> None:
     (models / METRICS_DIR / f"{metric}.tsv").unlink()
     with pytest.raises(PipelineError, match=rf"{metric}\.tsv: training metrics not found") as error:
         render(write_params(tmp_path / "params.yaml"), models, tmp_path / "reports")
@@ -119,8 +226,7 @@ def test_missing_metrics_name_the_file_and_write_nothing(tmp_path: Path, metric:
     assert not (tmp_path / "reports").exists()
 
 
-def test_metric_file_without_its_column_is_rejected(tmp_path: Path) -> None:
-    models = write_models(tmp_path / "models", 48)
+def test_metric_file_without_its_column_is_rejected(tmp_path: Path, models: Path) -> None:
     (models / METRICS_DIR / "loss_d.tsv").write_text("timestamp\tstep\tloss\n1\t0\t0.5\n")
     with pytest.raises(PipelineError, match=r"loss_d\.tsv: not a DVCLive metric file"):
         render(write_params(tmp_path / "params.yaml"), models, tmp_path / "reports")

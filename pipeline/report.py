@@ -1,0 +1,350 @@
+"""reports/index.html: one page with everything a run produced, for someone new to the project.
+
+The pictures are embedded as data URIs and the style is inline, so the single file opens offline,
+mails and archives whole. The rendered pictures are required; the other inputs (data stats,
+training summary, evaluation) are optional and show a note when absent, so the report renders at
+any point of the pipeline's life. Nothing in it depends on the clock: same inputs, same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.files import write_text
+from pipeline.params import PipelineError
+
+log = logging.getLogger("pipeline.report")
+
+MIME_TYPES = {".png": "image/png", ".gif": "image/gif"}
+DATA_STATS = (  # (title, file under the data folder)
+    ("Last scrape", "raw/scrape_stats.json"),
+    ("Face detection", "crop_stats.json"),
+    ("Manifest", "manifest_stats.json"),
+)
+HEADLINE_NUMBERS = (  # (label, data stats file, key path): the few numbers a newcomer asks first
+    ("images in the collection", "crop_stats.json", ("images",)),
+    ("faces found", "crop_stats.json", ("faces",)),
+    ("duplicates dropped", "manifest_stats.json", ("duplicates_dropped",)),
+    ("near duplicates dropped", "manifest_stats.json", ("near_duplicates_dropped",)),
+    ("training faces", "manifest_stats.json", ("split", "train")),
+    ("validation faces", "manifest_stats.json", ("split", "val")),
+)
+TAG_COUNTS = ("manifest_stats.json", "tags")  # tag -> faces, shown as bars rather than a table
+EVAL_NOTES = {  # metrics/eval.json keys a newcomer may not know; others are shown without a note
+    "fid": "Fréchet Inception distance to the val faces; lower is better",
+    "kid_mean": "kernel Inception distance (mean over subsets); lower is better",
+    "kid_std": "spread of the KID over subsets",
+    "fid_status": "why FID and KID are missing, when they are",
+    "face_rate": "share of generated faces in which the cascade finds a face",
+    "face_rate_real": "the same share for real val faces: the best face_rate can hope for",
+    "nn_distance_samples": "mean distance of generated faces to their nearest train face",
+    "nn_distance_val": "the same for real val faces: generated faces much closer were copied, not learned",
+}
+NN_NOTE = ("each generated face beside its nearest training faces: "
+           "identical neighbours mean the generator memorised its data")
+
+STYLE = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2125;
+       background: #f4f5f7; margin: 0; }
+header { background: #24292f; color: #fff; padding: 1.2rem 2rem; }
+header h1 { margin: 0 0 .3rem; font-size: 1.6rem; }
+header p { margin: 0; color: #c9d1d9; }
+nav { background: #fff; border-bottom: 1px solid #d0d7de; padding: .5rem 2rem; position: sticky; top: 0; }
+nav a { margin-right: 1.2rem; color: #0969da; text-decoration: none; }
+main { max-width: 1200px; margin: 0 auto; padding: 1rem 2rem 3rem; }
+section { background: #fff; border: 1px solid #d0d7de; border-radius: 6px; padding: .5rem 1.5rem 1.2rem;
+          margin: 1.2rem 0; }
+h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
+h3 { margin-bottom: .4rem; }
+figure { margin: 1rem 0; }
+figure img { max-width: 100%; height: auto; image-rendering: pixelated; border: 1px solid #d0d7de; }
+figcaption, .source { color: #57606a; font-size: .9rem; }
+table { border-collapse: collapse; margin: .4rem 0; }
+th, td { text-align: left; padding: .25rem .8rem .25rem 0; vertical-align: top;
+         border-bottom: 1px solid #eaeef2; }
+th { font-weight: 600; white-space: nowrap; }
+td.number { font-variant-numeric: tabular-nums; }
+td table { margin: 0; }
+ul.values { margin: 0; padding: 0; list-style: none; }
+.missing { color: #9a6700; background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px;
+           padding: .4rem .8rem; display: inline-block; }
+.na { color: #8c959f; font-style: italic; }
+.cards { display: flex; flex-wrap: wrap; gap: .8rem; margin: 1rem 0; }
+.card { border: 1px solid #d0d7de; border-radius: 6px; padding: .5rem 1rem; min-width: 9rem; }
+.card b { display: block; font-size: 1.5rem; }
+.bar { background: #54aeff; height: .8rem; display: inline-block; vertical-align: middle; }
+.columns { display: flex; flex-wrap: wrap; gap: 2rem; }
+"""
+
+
+@dataclass(frozen=True)
+class ReportSources:
+    """Where the report reads from; every path but `pictures` may be missing."""
+
+    params: Path  # params.yaml, shown whole
+    pictures: Path  # the render stage's output folder
+    data: Path  # holds raw/scrape_stats.json, crop_stats.json, manifest_stats.json
+    training: Path  # DVCLive's metrics.json
+    evaluation: Path  # the evaluate stage's folder: eval.json, nearest_neighbours.png
+
+    @property
+    def scores(self) -> Path:
+        return self.evaluation / "eval.json"
+
+    @property
+    def nearest(self) -> Path:
+        return self.evaluation / "nearest_neighbours.png"
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """The parsed text inputs (None: absent), read before the stage writes anything."""
+
+    sources: ReportSources
+    params: Any | None
+    stats: dict[str, Any | None]  # data stats file (as in DATA_STATS) -> its contents
+    training: Any | None
+    scores: Any | None
+
+
+def read_json(path: Path) -> Any | None:
+    """The parsed file, or None when it does not exist; a damaged one is an error worth fixing."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PipelineError(f"{path}: not valid JSON; rerun the stage that writes it") from None
+
+
+def read_params(path: Path) -> Any | None:
+    if not path.is_file():
+        return None
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+
+
+def read_inputs(sources: ReportSources) -> ReportInputs:
+    return ReportInputs(
+        sources=sources,
+        params=read_params(sources.params),
+        stats={name: read_json(sources.data / name) for _, name in DATA_STATS},
+        training=read_json(sources.training),
+        scores=read_json(sources.scores),
+    )
+
+
+def data_uri(path: Path) -> str:
+    payload = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"data:{MIME_TYPES[path.suffix]};base64,{payload}"
+
+
+def missing(text: str) -> str:
+    return f'<p class="missing">{escape(text)}</p>'
+
+
+def source_note(path: Path) -> str:
+    return f'<p class="source">from <code>{escape(str(path))}</code></p>'
+
+
+def figure(path: Path, ident: str, caption: str) -> str:
+    return (f'<figure><img id="{ident}" src="{data_uri(path)}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def value_html(value: Any, none: str = "none") -> str:
+    """Any JSON/YAML value, so new keys in the stats files show up without code changes."""
+    if value is None or value == "" or value == [] or value == {}:
+        return f'<span class="na">{escape(none)}</span>'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        return table(value)
+    if isinstance(value, list):
+        return f'<ul class="values">{"".join(f"<li>{value_html(item)}</li>" for item in value)}</ul>'
+    return escape(str(value))
+
+
+def table(rows: Mapping[str, Any], notes: Mapping[str, str] | None = None, none: str = "none") -> str:
+    """Key/value rows; `notes` adds a column explaining the keys it knows; `none` stands for null."""
+    cells = []
+    for key, value in rows.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        kind = ' class="number"' if number else ""
+        row = f"<th>{escape(str(key))}</th><td{kind}>{value_html(value, none)}</td>"
+        if notes is not None:
+            row += f'<td class="source">{escape(notes.get(key, ""))}</td>'
+        cells.append(f"<tr>{row}</tr>")
+    return f"<table>{''.join(cells)}</table>"
+
+
+def dig(stats: Any, keys: tuple[str, ...]) -> Any | None:
+    for key in keys:
+        if not isinstance(stats, Mapping) or key not in stats:
+            return None
+        stats = stats[key]
+    return stats
+
+
+def tag_bars(counts: Mapping[str, int]) -> str:
+    """Per-tag face counts as bars: the shape of the dataset at a glance."""
+    largest = max(counts.values(), default=0) or 1
+    rows = "".join(
+        f'<tr><th>{escape(tag)}</th><td class="number">{count}</td>'
+        f'<td><span class="bar" style="width: {round(240 * count / largest)}px"></span></td></tr>'
+        for tag, count in counts.items()
+    )
+    return f"<table>{rows}</table>"
+
+
+def section(ident: str, title: str, body: str) -> str:
+    return f'<section id="{ident}"><h2>{escape(title)}</h2>{body}</section>'
+
+
+def samples_section(pictures: Path) -> str:
+    caption = ("render.grid × render.grid faces from fixed noise (render.seed, scaled by "
+               "render.temperature; see Params): the same params always draw the same faces")
+    return section("samples", "Samples", figure(pictures / "samples.png", "samples", caption))
+
+
+def interpolation_section(pictures: Path) -> str:
+    strip = figure(pictures / "interpolation.png", "interpolation",
+                   "each row walks the latent sphere (slerp) from one random point to another: smooth "
+                   "changes mean the generator learned a continuous face space")
+    animation = figure(pictures / "interpolation.gif", "interpolation-gif",
+                       "the same walks as an animation, every row side by side")
+    return section("interpolation", "Latent interpolation", strip + animation)
+
+
+def training_section(pictures: Path, path: Path, summary: Any | None, generator: Mapping[str, Any]) -> str:
+    curves = figure(pictures / "losses.png", "losses",
+                    "losses per epoch, and D's mean output on real (D(x)) and generated (D(G(z))) faces: "
+                    "when both stay apart from 0 and 1, neither network is winning outright")
+    timelapse = figure(pictures / "timelapse.gif", "timelapse",
+                       "the fixed-noise sample grid logged during training, one frame per logged epoch")
+    metrics = (table(summary) + source_note(path) if isinstance(summary, Mapping)
+               else missing(f"training summary not available ({path} not found)"))
+    body = f"{curves}{timelapse}<h3>Last epoch</h3>{metrics}<h3>Generator</h3>{table(generator)}"
+    return section("training", "Training", body)
+
+
+def evaluation_section(sources: ReportSources, scores: Any | None) -> str:
+    if isinstance(scores, Mapping):
+        body = table(scores, EVAL_NOTES, none="not available") + source_note(sources.scores)
+    else:
+        body = missing(f"not evaluated: {sources.scores} not found (the evaluate stage writes it)")
+    body += "<h3>Nearest neighbours</h3>"
+    if sources.nearest.is_file():
+        body += figure(sources.nearest, "nearest-neighbours", NN_NOTE)
+    else:
+        body += missing(f"nearest-neighbour sheet not available ({sources.nearest} not found)")
+    return section("evaluation", "Evaluation", body)
+
+
+def headline_cards(stats: Mapping[str, Any | None]) -> str:
+    cards = "".join(
+        f'<div class="card"><b>{value_html(dig(stats[name], keys))}</b>{escape(label)}</div>'
+        for label, name, keys in HEADLINE_NUMBERS if dig(stats[name], keys) is not None
+    )
+    return f'<div class="cards">{cards}</div>' if cards else ""
+
+
+def tag_counts(stats: Mapping[str, Any | None]) -> Mapping[str, int] | None:
+    counts = dig(stats[TAG_COUNTS[0]], TAG_COUNTS[1:])
+    if isinstance(counts, Mapping) and counts and all(isinstance(n, int) for n in counts.values()):
+        return counts
+    return None
+
+
+def data_section(folder: Path, stats: Mapping[str, Any | None]) -> str:
+    counts = tag_counts(stats)
+    tables = []
+    for title, name in DATA_STATS:
+        path, values = folder / name, stats[name]
+        if isinstance(values, Mapping):
+            shown = dict(values)
+            if counts and name == TAG_COUNTS[0]:
+                del shown[TAG_COUNTS[1]]
+            content = table(shown) + source_note(path)
+        else:
+            content = missing(f"not available ({path} not found)")
+        tables.append(f"<div><h3>{escape(title)}</h3>{content}</div>")
+    body = f'{headline_cards(stats)}<div class="columns">{"".join(tables)}</div>'
+    if counts:
+        body += "<h3>Faces per tag (most common)</h3>" + tag_bars(counts)
+    return section("data", "Data", body)
+
+
+def params_section(path: Path, params: Any | None) -> str:
+    if not isinstance(params, Mapping):
+        return section("params", "Params", missing(f"params not available ({path} not found or empty)"))
+    sections = {key: value for key, value in params.items() if isinstance(value, Mapping)}
+    loose = {key: value for key, value in params.items() if not isinstance(value, Mapping)}
+    body = "".join(f"<div><h3>{escape(str(name))}</h3>{table(values)}</div>"
+                   for name, values in sections.items())
+    if loose:
+        body += f"<div><h3>other</h3>{table(loose)}</div>"
+    return section("params", "Params", f'<div class="columns">{body}</div>{source_note(path)}')
+
+
+def describe_generator(payload: Mapping[str, Any]) -> str:
+    weights = "EMA" if payload["ema"] else "raw"
+    return f"{weights} generator after epoch {payload['epoch']}, {payload['config']['image_size']} px faces"
+
+
+def generator_summary(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What shaped and produced the generator file, without its weights."""
+    return {"epoch": payload["epoch"], "EMA weights": payload["ema"], **payload["config"]}
+
+
+def render_report(inputs: ReportInputs, payload: Mapping[str, Any]) -> str:
+    """The whole page as one string; the pictures are read now, so render them first."""
+    sources = inputs.sources
+    sections = [
+        samples_section(sources.pictures),
+        training_section(sources.pictures, sources.training, inputs.training, generator_summary(payload)),
+        interpolation_section(sources.pictures),
+        evaluation_section(sources, inputs.scores),
+        data_section(sources.data, inputs.stats),
+        params_section(sources.params, inputs.params),
+    ]
+    links = "".join(f'<a href="#{ident}">{title}</a>' for ident, title in (
+        ("samples", "Samples"), ("training", "Training"), ("interpolation", "Interpolation"),
+        ("evaluation", "Evaluation"), ("data", "Data"), ("params", "Params")))
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>anime-face DCGAN: run report</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<header><h1>anime-face DCGAN: run report</h1><p>{escape(describe_generator(payload))}</p></header>
+<nav>{links}</nav>
+<main>
+{"".join(sections)}
+</main>
+</body>
+</html>
+"""
+
+
+def write_report(inputs: ReportInputs, payload: Mapping[str, Any], path: Path) -> None:
+    """Write index.html; `payload` is the generator file's (epoch, EMA, config)."""
+    html = render_report(inputs, payload)
+    write_text(path, html)
+    log.info("wrote %s (%.1f MB)", path, len(html) / 1e6)
