@@ -154,6 +154,7 @@ class TrainParams:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    compile: str = "auto"
     threads: int = 0
     sample_every: int = 20
     checkpoint_every: int = 10
@@ -189,6 +190,8 @@ class TrainParams:
                  f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
         _require(self.precision in PRECISIONS, "train.precision",
                  f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _require(self.compile in ("auto", "on", "off"), "train.compile",
+                 f"must be auto (on for CUDA), on or off, got {self.compile!r}")
         _require(self.threads >= 0, "train.threads",
                  f"must be 0 (all cores) or more, got {self.threads}")
 

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 from dvclive import Live
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
@@ -44,8 +46,8 @@ CHECKPOINT_FORMAT = "anime-face-dcgan/checkpoint/2"
 SAMPLE_GRID = 64
 EVAL_SAMPLES_DURING_TRAINING = 200  # enough to rank checkpoints, cheap enough to repeat
 # Params that may change between a checkpoint and the run that continues it.
-RESUMABLE_CHANGES = {"epochs", "device", "precision", "threads", "sample_every", "checkpoint_every",
-                     "eval_every"}
+RESUMABLE_CHANGES = {"epochs", "device", "precision", "compile", "threads", "sample_every",
+                     "checkpoint_every", "eval_every"}
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -125,6 +127,56 @@ def to_model_input(batch: torch.Tensor, flip: bool, channels_last: bool) -> torc
     return images
 
 
+DEVICE_MEMORY_FOR_FACES = 0.5  # share of the free accelerator memory the resident faces may take
+
+
+@dataclass
+class Faces:
+    """The train faces as uint8, resident on the training device when they fit there, else in
+    (pinned) host memory from which each batch is gathered and copied asynchronously."""
+
+    images: torch.Tensor
+    device: torch.device
+
+    @property
+    def resident(self) -> bool:
+        return self.images.device == self.device
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def permutation(self) -> torch.Tensor:
+        """A random order, made where the images are, so indexing never waits on a copy."""
+        return torch.randperm(len(self), device=self.images.device)
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        if self.resident:
+            return self.images[index]
+        batch = self.images[index]
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            batch = batch.pin_memory()  # the caching host allocator keeps it alive until copied
+        return batch.to(self.device, non_blocking=True)
+
+
+def free_device_memory(device: torch.device) -> int | None:
+    """Bytes free on an accelerator; None where memory is the host's (CPU) or unknown (MPS)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return None
+
+
+def place_faces(images: torch.Tensor, device: torch.device, free_bytes: int | None) -> Faces:
+    """Put the faces on the device unless they would crowd out training there."""
+    if free_bytes is None or images.nbytes <= DEVICE_MEMORY_FOR_FACES * free_bytes:
+        return Faces(images.to(device), device)
+    log.warning("%d faces take %.2f GiB, more than %.0f%% of the %.2f GiB free on %s: keeping them in "
+                "pinned host memory and copying each batch asynchronously (slower)", images.shape[0],
+                images.nbytes / 2**30, 100 * DEVICE_MEMORY_FOR_FACES, free_bytes / 2**30, device)
+    if device.type == "cuda":
+        images = images.pin_memory()
+    return Faces(images, device)
+
+
 @dataclass
 class Run:
     """What the training loop changes, and so what a checkpoint must hold."""
@@ -136,7 +188,9 @@ class Run:
     opt_d: torch.optim.Optimizer
     epoch: int = 0
     step: int = 0
-    best: dict[str, Any] | None = None  # {"epoch", "metric", "value"} of models/best.pt
+    # {"epoch", "metric", "value", "generator_ema"} of models/best.pt: kept in the checkpoint because
+    # DVC deletes best.pt before a continued run, which must still be able to write it
+    best: dict[str, Any] | None = None
 
     def state(self, params: TrainParams, config: NetConfig) -> dict[str, Any]:
         return {
@@ -166,7 +220,8 @@ def new_run(params: TrainParams, config: NetConfig, device: torch.device,
             memory_format: torch.memory_format) -> Run:
     generator = Generator(config).to(device, memory_format=memory_format)
     discriminator = Discriminator(config).to(device, memory_format=memory_format)
-    adam = {"lr": params.lr, "betas": (params.beta1, 0.999)}
+    # fused: one kernel for the whole update instead of several per parameter
+    adam = {"lr": params.lr, "betas": (params.beta1, 0.999), "fused": device.type in ("cuda", "cpu")}
     return Run(generator, discriminator, copy.deepcopy(generator).requires_grad_(False),
                torch.optim.Adam(generator.parameters(), **adam),
                torch.optim.Adam(discriminator.parameters(), **adam))
@@ -238,11 +293,25 @@ def keep_if_best(run: Run, evaluator: Evaluator, live: Live, output: Path, confi
             live.log_metric(f"eval/{name}", float(scores[name]))
     metric, value = checkpoint_score(scores)
     if run.best is None or run.best["metric"] != metric or value < run.best["value"]:
-        run.best = {"epoch": run.epoch, "metric": metric, "value": value}
-        save_generator(output / "best.pt", run.generator_ema, config, ema=params.ema_decay > 0,
-                       epoch=run.epoch, extra={"selected_by": metric, "score": abs(value)})
+        run.best = {"epoch": run.epoch, "metric": metric, "value": value,
+                    "generator_ema": {k: v.detach().cpu().clone()
+                                      for k, v in run.generator_ema.state_dict().items()}}
+        save_best(output, run, config, params)
         log.info("epoch %d is the best so far by %s (%.4g): models/best.pt", run.epoch, metric,
                  abs(value))
+
+
+def save_best(output: Path, run: Run, config: NetConfig, params: TrainParams) -> None:
+    """models/best.pt from the best scored weights, or from the last epoch when none was scored."""
+    ema = params.ema_decay > 0
+    if run.best is None:
+        save_generator(output / "best.pt", run.generator_ema, config, ema=ema, epoch=run.epoch,
+                       extra={"selected_by": "last epoch (train.eval_every is 0)"})
+        return
+    best = Generator(config)
+    best.load_state_dict(run.best["generator_ema"])
+    save_generator(output / "best.pt", best, config, ema=ema, epoch=run.best["epoch"],
+                   extra={"selected_by": run.best["metric"], "score": abs(run.best["value"])})
 
 
 def labelled_subset(rows: list[dict[str, str]], classes: tuple[str, ...], fraction: float) -> torch.Tensor:
@@ -304,91 +373,157 @@ def sgan_accuracies(params: TrainParams, manifest: Path, run: Run, device: torch
             "labelled_train_faces": float(train_labels.shape[0])}
 
 
+class _NoLive:
+    """What ranks other than 0 log to: nothing (rank 0 alone logs and writes outputs)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun, one process per device joins the group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name, "train.device")
+    if world == 1:
+        return 0, 1, device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def use_compile(setting: str, device: torch.device) -> bool:
+    """auto: on CUDA, where CUDA graphs remove the launch overhead of these small networks."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+@dataclass
+class Step:
+    """One D update and (every n_critic) one G update: the hot loop, free of host syncs."""
+
+    run: Run
+    params: TrainParams
+    generator: nn.Module  # what the step calls: compiled and/or DDP-wrapped views of run's networks
+    discriminator: nn.Module
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+
+    def __call__(self, batch: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Returns (loss_d, loss_g, D(x), D(G(z)), G updated) as a device tensor, to be summed."""
+        params, run = self.params, self.run
+        d_loss_fn, g_loss_fn = LOSSES[params.loss]
+        score = sgan_real_fake_logit if labels is not None else (lambda out: out)
+        real = to_model_input(batch, params.flip, self.channels_last)
+        z = torch.randn(real.shape[0], params.nz, device=self.device)
+        with autocast(self.device, self.bf16):
+            fake = self.generator(z)
+            real_out = self.discriminator(real)
+            fake_out = self.discriminator(fake.detach())
+            loss_d = d_loss_fn(score(real_out), score(fake_out), params.label_smoothing)
+            if labels is not None:
+                loss_d = loss_d + sgan_class_loss(real_out, labels)
+        if params.loss == "wgan-gp":
+            loss_d = loss_d + params.gp_weight * gradient_penalty(self.discriminator, real, fake)
+        run.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        run.opt_d.step()
+        run.step += 1
+        stats = torch.stack([loss_d.detach(), torch.zeros((), device=self.device),
+                             torch.sigmoid(score(real_out).detach().float()).mean(),
+                             torch.sigmoid(score(fake_out).detach().float()).mean(),
+                             torch.zeros((), device=self.device)])
+        if run.step % params.n_critic:
+            return stats
+        with autocast(self.device, self.bf16):
+            loss_g = g_loss_fn(score(self.discriminator(fake)))
+        run.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        run.opt_g.step()
+        # EMA warm-up: early on, the average would be dominated by the random initialisation.
+        g_steps = run.step // params.n_critic
+        ema_update(run.generator_ema, run.generator, min(params.ema_decay, (1 + g_steps) / (10 + g_steps)))
+        stats[1], stats[4] = loss_g.detach(), 1.0
+        return stats
+
+
+def prepare_step(run: Run, params: TrainParams, device: torch.device, bf16: bool,
+                 channels_last: bool, world: int) -> Step:
+    generator, discriminator = run.generator, run.discriminator
+    if world > 1:
+        if device.type == "cuda":  # batch statistics over the global batch, not each rank's slice
+            generator = nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+            discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
+        ids = [device.index] if device.type == "cuda" else None
+        generator = DistributedDataParallel(generator, device_ids=ids)
+        discriminator = DistributedDataParallel(discriminator, device_ids=ids)
+    if use_compile(params.compile, device):
+        mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs on CUDA
+        generator, discriminator = (torch.compile(generator, mode=mode),
+                                    torch.compile(discriminator, mode=mode))
+    return Step(run, params, generator, discriminator, device, bf16, channels_last)
+
+
 def train(params: TrainParams, manifest: Path, output: Path,
           evaluator: Evaluator | None = None) -> dict[str, float]:
     """Train to params.epochs; with an evaluator and train.eval_every, keep models/best.pt."""
     torch.manual_seed(params.seed)
     torch.set_num_threads(params.threads or os.cpu_count() or 1)
-    device = resolve_device(params.device, "train.device")
+    rank, world, device = setup_distributed(params.device)
     bf16 = resolve_bf16(params.precision, device)
     channels_last = device.type != "mps" and params.arch == "dcgan"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     config = net_config(params)
-    sgan = params.objective == "sgan"
-    d_loss_fn, g_loss_fn = LOSSES[params.loss]
 
-    faces = load_faces(manifest, "train", params.image_size).to(device)
-    n_faces = faces.shape[0]
+    faces = place_faces(load_faces(manifest, "train", params.image_size)[rank::world], device,
+                        free_device_memory(device))
+    n_faces = len(faces)
     labels = None
-    if sgan:
+    if params.objective == "sgan":
         labels = labelled_subset(split_rows(manifest, "train"), params.sgan_classes,
-                                 params.labelled_fraction).to(device)
-    batch_size = min(params.batch_size, n_faces)
+                                 params.labelled_fraction)[rank::world].to(faces.images.device)
+    batch_size = max(1, min(params.batch_size // world, n_faces))  # train.batch_size is global
     steps_per_epoch = max(1, n_faces // batch_size)
 
     run = new_run(params, config, device, memory_format)
     checkpoint_path = output / "checkpoint.pt"
     resumed = try_resume(checkpoint_path, run, params)
-    log.info("%d train faces at %d px on %s (%s), %d steps per epoch, epochs %d..%d", n_faces,
-             params.image_size, device, "bf16 autocast" if bf16 else "fp32", steps_per_epoch,
-             run.epoch + 1, params.epochs)
+    if world > 1:
+        torch.manual_seed(params.seed + 1000 * rank + run.epoch)  # each rank its own noise and flips
+    step = prepare_step(run, params, device, bf16, channels_last, world)
+    log.info("%d train faces at %d px on %s (%s%s), %d steps per epoch, epochs %d..%d%s", n_faces,
+             params.image_size, device, "bf16 autocast" if bf16 else "fp32",
+             ", compiled" if use_compile(params.compile, device) else "", steps_per_epoch,
+             run.epoch + 1, params.epochs, f", rank {rank} of {world}" if world > 1 else "")
     fixed_z = torch.randn(SAMPLE_GRID, params.nz, device=device,
                           generator=torch.Generator(device=device).manual_seed(params.seed))
 
     live_dir = output / "dvclive"
-    if resumed:
-        truncate_live_logs(live_dir, run.epoch)
-    live = Live(str(live_dir), resume=resumed, dvcyaml=False, save_dvc_exp=False)
-    live.step = run.epoch
-    live.log_metric("train_faces", n_faces, plot=False)
-    generator, discriminator, generator_ema = run.generator, run.discriminator, run.generator_ema
+    live: Live | _NoLive = _NoLive()
+    if rank == 0:
+        if resumed:
+            truncate_live_logs(live_dir, run.epoch)
+        live = Live(str(live_dir), resume=resumed, dvcyaml=False, save_dvc_exp=False)
+        live.step = run.epoch
+    live.log_metric("train_faces", n_faces * world, plot=False)
+    generator_ema = run.generator_ema
     started, first_step = time.perf_counter(), run.step
     summary: dict[str, float] = {}
     for epoch in tqdm(range(run.epoch + 1, params.epochs + 1), desc="train", unit="epoch",
-                      initial=run.epoch, total=params.epochs):
-        # loss_d, loss_g, D(x), D(G(z)), G updates: summed on the device, synced once per epoch
-        totals = torch.zeros(5, device=device)
-        order = torch.randperm(n_faces, device=device)
+                      initial=run.epoch, total=params.epochs, disable=rank != 0):
+        totals = torch.zeros(5, device=device)  # summed on the device, synced once per epoch
+        order = faces.permutation()
         for i in range(steps_per_epoch):
             index = order[i * batch_size:(i + 1) * batch_size]
-            real = to_model_input(faces[index], params.flip, channels_last)
-            z = torch.randn(real.shape[0], params.nz, device=device)
-            with autocast(device, bf16):
-                fake = generator(z)
-                real_out = discriminator(real)
-                fake_out = discriminator(fake.detach())
-                if sgan:
-                    loss_d = d_loss_fn(sgan_real_fake_logit(real_out), sgan_real_fake_logit(fake_out),
-                                       params.label_smoothing) + sgan_class_loss(real_out, labels[index])
-                else:
-                    loss_d = d_loss_fn(real_out, fake_out, params.label_smoothing)
-            if params.loss == "wgan-gp":
-                loss_d = loss_d + params.gp_weight * gradient_penalty(discriminator, real, fake)
-            run.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            run.opt_d.step()
-            run.step += 1
-
-            real_score = sgan_real_fake_logit(real_out) if sgan else real_out
-            fake_score = sgan_real_fake_logit(fake_out) if sgan else fake_out
-            totals[0] += loss_d.detach()
-            totals[2] += torch.sigmoid(real_score.detach().float()).mean()
-            totals[3] += torch.sigmoid(fake_score.detach().float()).mean()
-            if run.step % params.n_critic:
-                continue
-            with autocast(device, bf16):
-                out = discriminator(fake)
-                loss_g = g_loss_fn(sgan_real_fake_logit(out) if sgan else out)
-            run.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            run.opt_g.step()
-            # EMA warm-up: early on, the average would be dominated by the random initialisation.
-            g_steps = run.step // params.n_critic
-            ema_update(generator_ema, generator, min(params.ema_decay, (1 + g_steps) / (10 + g_steps)))
-            totals[1] += loss_g.detach()
-            totals[4] += 1
-
+            batch_labels = None if labels is None else labels[index].to(device, non_blocking=True)
+            totals += step(faces.batch(index), batch_labels)
+        if world > 1:
+            dist.all_reduce(totals)
+            totals[:4] /= world
         loss_d_sum, loss_g_sum, d_real, d_fake, g_updates = totals.tolist()
+        g_updates /= world
         summary = {"loss_d": loss_d_sum / steps_per_epoch, "loss_g": loss_g_sum / max(g_updates, 1),
                    "d_real": d_real / steps_per_epoch, "d_fake": d_fake / steps_per_epoch}
         if not all(math.isfinite(v) for v in summary.values()):
@@ -399,35 +534,43 @@ def train(params: TrainParams, manifest: Path, output: Path,
         run.epoch = epoch
         for name, value in summary.items():
             live.log_metric(f"train/{name}", value)
-        live.log_metric("images_seen", run.step * batch_size, plot=False)
-        if epoch % params.sample_every == 0 or epoch == params.epochs:
+        live.log_metric("images_seen", run.step * batch_size * world, plot=False)
+        if rank == 0 and (epoch % params.sample_every == 0 or epoch == params.epochs):
             recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed, batches=2)
             live.log_image(f"samples/{epoch:04d}.png", sample_grid(generator_ema, fixed_z, 8).numpy())
-        if evaluator is not None and params.eval_every and epoch % params.eval_every == 0:
+        if rank == 0 and evaluator is not None and params.eval_every and epoch % params.eval_every == 0:
             recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed)
             keep_if_best(run, evaluator, live, output, config, params)
-        if epoch % params.checkpoint_every == 0 and epoch < params.epochs:
+        if rank == 0 and epoch % params.checkpoint_every == 0 and epoch < params.epochs:
             save_checkpoint(checkpoint_path, run, params, config)
         live.next_step()
 
     elapsed = time.perf_counter() - started
-    summary["images_per_second"] = (run.step - first_step) * batch_size / max(elapsed, 1e-9)
+    summary["images_per_second"] = (run.step - first_step) * batch_size * world / max(elapsed, 1e-9)
     live.log_metric("images_per_second", summary["images_per_second"], plot=False)
-    if sgan:
+    if rank == 0:
+        finish(run, params, config, manifest, output, device, bf16, summary, live)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def finish(run: Run, params: TrainParams, config: NetConfig, manifest: Path, output: Path,
+           device: torch.device, bf16: bool, summary: dict[str, float], live: Live) -> None:
+    """Rank 0's last words: SGAN accuracies, generator.pt, best.pt, the final checkpoint."""
+    if params.objective == "sgan":
         summary.update(sgan_accuracies(params, manifest, run, device, bf16))
         for name in ("sgan_val_accuracy", "supervised_val_accuracy"):
             live.log_metric(f"sgan/{name}", summary[name], plot=False)
-    recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed)
-    save_generator(output / "generator.pt", generator_ema, config, ema=params.ema_decay > 0,
+    recalibrate_batchnorm(run.generator_ema, params.nz, device, seed=params.seed)
+    save_generator(output / "generator.pt", run.generator_ema, config, ema=params.ema_decay > 0,
                    epoch=run.epoch)
-    if run.best is None:  # not evaluated: the last epoch is all there is to keep
-        save_generator(output / "best.pt", generator_ema, config, ema=params.ema_decay > 0,
-                       epoch=run.epoch, extra={"selected_by": "last epoch (train.eval_every is 0)"})
-    save_checkpoint(checkpoint_path, run, params, config)
+    save_best(output, run, config, params)
+    save_checkpoint(output / "checkpoint.pt", run, params, config)
     live.end()
-    log.info("epoch %d reached (%d steps) in %.0f s, %.0f images/s", run.epoch, run.step, elapsed,
+    log.info("epoch %d reached (%d steps), %.0f images/s", run.epoch, run.step,
              summary["images_per_second"])
-    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> None:

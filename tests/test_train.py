@@ -210,3 +210,38 @@ def test_best_checkpoint_by_face_rate_then_fid(tiny_manifest, tmp_path):
     best = torch.load(tmp_path / "b" / "best.pt", weights_only=True)
     assert (best["epoch"], best["selected_by"], best["score"]) == (2, "fid", 70.0)
     load_generator(tmp_path / "b" / "best.pt")  # sampling code reads it like generator.pt
+
+
+def test_continued_run_rewrites_best_deleted_by_dvc(tiny_manifest, tmp_path):
+    """DVC removes best.pt before `dvc exp run -S train.epochs=...` continues a run; the continued
+    run must write it again from the checkpoint, even when its own epochs are not scored."""
+    scores = [{"fid": None, "face_rate": r} for r in (0.2, 0.6)]
+    train(tiny(epochs=2, eval_every=1), tiny_manifest, tmp_path, ScriptedEvaluator(scores))
+    first_best = torch.load(tmp_path / "best.pt", weights_only=True)
+    (tmp_path / "best.pt").unlink()
+    (tmp_path / "generator.pt").unlink()
+    train(tiny(epochs=3, eval_every=4), tiny_manifest, tmp_path, ScriptedEvaluator([]))
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert (best["epoch"], best["selected_by"], best["score"]) == (2, "face_rate", 0.6)
+    for name, tensor in first_best["state_dict"].items():
+        assert torch.equal(best["state_dict"][name], tensor), name
+
+
+def test_faces_that_do_not_fit_stay_in_host_memory(caplog):
+    """The "meta" device stands in for a small accelerator: the fallback keeps the faces on the
+    host, says so, and still hands out batches on the training device."""
+    from pipeline.train import place_faces
+
+    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+    device = torch.device("meta")
+    roomy = place_faces(images, device, free_bytes=10 * images.nbytes)
+    assert roomy.resident and roomy.images.device == device
+    with caplog.at_level("WARNING", logger="pipeline.train"):
+        tight = place_faces(images, device, free_bytes=images.nbytes)
+    assert not tight.resident and tight.images.device.type == "cpu"
+    assert "host memory" in caplog.text
+    index = tight.permutation()[:4]
+    assert index.device.type == "cpu"
+    batch = tight.batch(index)
+    assert batch.device == device and batch.shape == (4, 3, 8, 8)
+    assert place_faces(images, torch.device("cpu"), None).resident  # the CPU's memory is the host's
