@@ -86,8 +86,8 @@ def net_config(params: TrainParams) -> NetConfig:
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for ema_param, param in zip(ema.parameters(), model.parameters(), strict=True):
-        ema_param.lerp_(param, 1.0 - decay)
+    # one fused call over all tensors instead of a kernel launch per parameter
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
 @torch.no_grad()
@@ -292,7 +292,8 @@ def keep_if_best(run: Run, evaluator: Evaluator, live: Live, output: Path, confi
         if scores.get(name) is not None:
             live.log_metric(f"eval/{name}", float(scores[name]))
     metric, value = checkpoint_score(scores)
-    if run.best is None or run.best["metric"] != metric or value < run.best["value"]:
+    # on a tie the later epoch wins: offline, early face rates are often all 0
+    if run.best is None or run.best["metric"] != metric or value <= run.best["value"]:
         run.best = {"epoch": run.epoch, "metric": metric, "value": value,
                     "generator_ema": {k: v.detach().cpu().clone()
                                       for k, v in run.generator_ema.state_dict().items()}}
@@ -306,7 +307,7 @@ def save_best(output: Path, run: Run, config: NetConfig, params: TrainParams) ->
     ema = params.ema_decay > 0
     if run.best is None:
         save_generator(output / "best.pt", run.generator_ema, config, ema=ema, epoch=run.epoch,
-                       extra={"selected_by": "last epoch (train.eval_every is 0)"})
+                       extra={"selected_by": "last epoch (no epoch was scored)"})
         return
     best = Generator(config)
     best.load_state_dict(run.best["generator_ema"])
