@@ -29,7 +29,7 @@ from tqdm import tqdm
 from pipeline.boorus import SITES, Adapter, Listing, Post
 from pipeline.cli import run_stage, stage_parser
 from pipeline.demo_booru import DemoBooru
-from pipeline.files import write_bytes, write_json, write_text
+from pipeline.files import remove_stale_temporaries, write_bytes, write_json, write_text
 from pipeline.http import CloudflareChallenge, FetchError, PoliteSession
 from pipeline.local_source import Member, local_images
 from pipeline.params import ScrapeParams, read_section
@@ -104,6 +104,7 @@ class Collection:
         self.posts_file = root / "posts.jsonl"
         self.source = source
         self.images.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.images)  # a killed run's half-written download
         self.records: dict[str, dict] = {}
         self._lock = threading.Lock()
         if self.posts_file.is_file():

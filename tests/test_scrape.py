@@ -171,6 +171,7 @@ def test_sigkill_then_rerun_fetches_nothing_twice(tmp_path, fake):
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert 5 <= len(list(images.glob("demo_*.jpg"))) < 20
+    (images / ".demo_39.jpg.4242.tmp").write_bytes(b"half a jpeg")  # as if killed mid-write
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     image_hits = {path: n for path, n in fake.hits.items() if path.startswith("/image/")}
