@@ -183,7 +183,8 @@ def load_generator(path: Path, device: torch.device | str = "cpu") -> tuple[Gene
         generator = Generator(config)
         generator.load_state_dict(payload["state_dict"])
     except (TypeError, RuntimeError, KeyError) as exc:
-        raise PipelineError(f"{path}: generator weights do not match its config: {exc}") from None
+        detail = " ".join(str(exc).split())  # torch lists each mismatch on its own line
+        raise PipelineError(f"{path}: generator weights do not match its config: {detail}") from None
     generator.to(device).eval()
     return generator, payload
 

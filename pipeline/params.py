@@ -158,7 +158,7 @@ class TrainParams:
     threads: int = 0
     sample_every: int = 20
     checkpoint_every: int = 10
-    eval_every: int = 0
+    eval_every: int = 200
 
     def validate(self) -> None:
         _require(self.arch in ARCHS, "train.arch", f"must be one of {', '.join(ARCHS)}, got {self.arch!r}")
@@ -221,7 +221,7 @@ class RenderParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    samples: int = 2000
+    samples: int = 500
     seed: int = 123
     batch_size: int = 100
     inception_weights: str | None = None

@@ -49,8 +49,9 @@ EVAL_NOTES = {  # metrics/eval.json keys a newcomer may not know; others are sho
     "nn_distance_samples": "mean distance of generated faces to their nearest train face",
     "nn_distance_val": "the same for real val faces: generated faces much closer were copied, not learned",
 }
-NN_NOTE = ("each generated face beside its nearest training faces: "
-           "identical neighbours mean the generator memorised its data")
+NN_NOTE = ("each generated face beside its nearest training faces (pixel distance): a sharp face "
+           "identical to its neighbour was memorised; blurry or grey samples all sit near the same "
+           "average-looking faces, which is not memorisation")
 
 STYLE = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2125;

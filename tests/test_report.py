@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 from html import unescape
 from html.parser import HTMLParser
@@ -20,7 +21,7 @@ from test_render import render, write_models, write_params
 
 from pipeline.params import PipelineError
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 WINDOW = (1280, 2400)
 PICTURES = {  # img id -> file under the reports folder
     "samples": "samples.png",
