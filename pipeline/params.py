@@ -139,7 +139,7 @@ class TrainParams:
     nz: int = 100
     ngf: int = 32
     ndf: int = 32
-    epochs: int = 600
+    epochs: int = 300
     batch_size: int = 64
     lr: float = 2e-4
     beta1: float = 0.5
@@ -156,9 +156,9 @@ class TrainParams:
     precision: str = "auto"
     compile: str = "auto"
     threads: int = 0
-    sample_every: int = 20
+    sample_every: int = 10
     checkpoint_every: int = 10
-    eval_every: int = 200
+    eval_every: int = 100
 
     def validate(self) -> None:
         _require(self.arch in ARCHS, "train.arch", f"must be one of {', '.join(ARCHS)}, got {self.arch!r}")
