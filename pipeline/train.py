@@ -287,6 +287,7 @@ def checkpoint_score(scores: dict[str, Any]) -> tuple[str, float]:
 
 def keep_if_best(run: Run, evaluator: Evaluator, live: Live, output: Path, config: NetConfig,
                  params: TrainParams) -> None:
+    # scoring draws its own noise; the training stream must not notice it happened
     scores = evaluator.score(run.generator_ema)
     for name in ("fid", "kid_mean", "face_rate"):
         if scores.get(name) is not None:
@@ -541,7 +542,9 @@ def train(params: TrainParams, manifest: Path, output: Path,
             live.log_image(f"samples/{epoch:04d}.png", sample_grid(generator_ema, fixed_z, 8).numpy())
         if rank == 0 and evaluator is not None and params.eval_every and epoch % params.eval_every == 0:
             recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed)
-            keep_if_best(run, evaluator, live, output, config, params)
+            # scoring draws noise and builds networks; the training stream must not notice
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                keep_if_best(run, evaluator, live, output, config, params)
         if rank == 0 and epoch % params.checkpoint_every == 0 and epoch < params.epochs:
             save_checkpoint(checkpoint_path, run, params, config)
         live.next_step()

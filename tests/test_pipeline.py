@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "scrape": {"max_posts": 16, "pages": 1, "rate": 100.0, "timeout": 10.0},
     "crop": {"workers": 2},
+    "manifest": {"val_fraction": 0.3},  # a few val faces even from 16 pictures
     "train": {"epochs": 2, "batch_size": 8, "ngf": 8, "ndf": 8, "eval_every": 1},
     "evaluate": {"samples": 16, "nearest": 4, "batch_size": 16},
     "render": {"grid": 3, "interpolation_rows": 2, "interpolation_steps": 3},

@@ -109,7 +109,8 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tiny_manifest, tmp_path
     import yaml
 
     values = {"epochs": 150, "batch_size": 8, "ngf": 8, "ndf": 8, "device": "cpu",
-              "precision": "fp32", "threads": 1, "checkpoint_every": 1, "sample_every": 50}
+              "precision": "fp32", "threads": 1, "checkpoint_every": 1, "sample_every": 50,
+              "eval_every": 0}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": values}))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = [sys.executable, "-m", "pipeline.train", "--params", str(tmp_path / "params.yaml"),
@@ -251,3 +252,20 @@ def test_compiled_step_matches_eager():
     assert torch.allclose(eager_stats, compiled_stats, rtol=1e-4, atol=1e-6)
     for eager, compiled in zip(eager_grads, compiled_grads, strict=True):
         assert (eager - compiled).norm() <= 1e-3 * eager.norm() + 1e-8  # relative to the whole layer
+
+
+class RandomEvaluator(ScriptedEvaluator):
+    """Draws from the global RNG as Inception's lazy construction or KID's subsets may."""
+
+    def score(self, generator):
+        torch.rand(1000)
+        return super().score(generator)
+
+
+def test_scoring_does_not_change_the_training(tiny_manifest, tmp_path):
+    train(tiny(epochs=3, eval_every=1), tiny_manifest, tmp_path / "scored",
+          RandomEvaluator([{"fid": None, "face_rate": 0.5}] * 3))
+    train(tiny(epochs=3, eval_every=1), tiny_manifest, tmp_path / "plain")
+    for a, b in zip(weights(tmp_path / "scored" / "checkpoint.pt")[:2],
+                    weights(tmp_path / "plain" / "checkpoint.pt")[:2], strict=True):
+        assert same_weights(a, b)
