@@ -38,7 +38,7 @@ def project(tmp_path_factory, cascade_path):
     for name in ("pipeline", ".dvc", ".dvcignore", ".gitignore", "dvc.yaml", "pyproject.toml"):
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "tmp"))
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
         else:
             shutil.copy(source, root / name)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
