@@ -67,15 +67,21 @@ def _folder_members(folder: Path, max_bytes: int) -> Iterator[Member]:
         yield _too_large(name, path.stat().st_size, max_bytes) or Member(name, path.read_bytes())
 
 
+def _refused(name: str, declared_size: int, max_bytes: int, regular: bool = True) -> Member | None:
+    """Why an archive member is not read at all, judged before a byte of it is read; None if it is."""
+    if unsafe_name(name):
+        return Member(name, problem="unsafe name in the archive; refused")
+    if not regular:
+        return Member(name, problem="a link or device, not a file; refused")
+    return _too_large(name, declared_size, max_bytes)
+
+
 def _zip_members(archive: Path, max_bytes: int) -> Iterator[Member]:
     with zipfile.ZipFile(archive) as zipped:
         for info in sorted(zipped.infolist(), key=lambda info: info.filename):
             if info.is_dir() or not is_image_name(info.filename):
                 continue
-            if unsafe_name(info.filename):
-                yield Member(info.filename, problem="unsafe name in the archive; refused")
-                continue
-            if refused := _too_large(info.filename, info.file_size, max_bytes):
+            if refused := _refused(info.filename, info.file_size, max_bytes):
                 yield refused
                 continue
             try:
@@ -92,11 +98,7 @@ def _tar_members(archive: Path, max_bytes: int) -> Iterator[Member]:
         for member in sorted(tarred.getmembers(), key=lambda member: member.name):
             if member.isdir() or not is_image_name(member.name):
                 continue
-            if unsafe_name(member.name):
-                yield Member(member.name, problem="unsafe name in the archive; refused")
-            elif not member.isfile():
-                yield Member(member.name, problem="a link or device, not a file; refused")
-            elif refused := _too_large(member.name, member.size, max_bytes):
+            if refused := _refused(member.name, member.size, max_bytes, regular=member.isfile()):
                 yield refused
             else:
                 handle = tarred.extractfile(member)

@@ -150,10 +150,10 @@ class Faces:
         return torch.randperm(len(self), device=self.images.device)
 
     def batch(self, index: torch.Tensor) -> torch.Tensor:
-        if self.resident:
-            return self.images[index]
         batch = self.images[index]
-        if torch.cuda.is_available() and self.device.type == "cuda":
+        if self.resident:
+            return batch
+        if self.device.type == "cuda":
             batch = batch.pin_memory()  # the caching host allocator keeps it alive until copied
         return batch.to(self.device, non_blocking=True)
 
@@ -287,7 +287,6 @@ def checkpoint_score(scores: dict[str, Any]) -> tuple[str, float]:
 
 def keep_if_best(run: Run, evaluator: Evaluator, live: Live, output: Path, config: NetConfig,
                  params: TrainParams) -> None:
-    # scoring draws its own noise; the training stream must not notice it happened
     scores = evaluator.score(run.generator_ema)
     for name in ("fid", "kid_mean", "face_rate"):
         if scores.get(name) is not None:
@@ -310,7 +309,7 @@ def save_best(output: Path, run: Run, config: NetConfig, params: TrainParams) ->
         save_generator(output / "best.pt", run.generator_ema, config, ema=ema, epoch=run.epoch,
                        extra={"selected_by": "last epoch (no epoch was scored)"})
         return
-    best = Generator(config)
+    best = copy.deepcopy(run.generator_ema)  # a copy, not a new network: no random initialisation
     best.load_state_dict(run.best["generator_ema"])
     save_generator(output / "best.pt", best, config, ema=ema, epoch=run.best["epoch"],
                    extra={"selected_by": run.best["metric"], "score": abs(run.best["value"])})
