@@ -2,7 +2,7 @@
 
 python benchmarks/train_throughput.py [--device auto|cpu|cuda] [--seconds S] [--json PATH]
 
-Both contestants train the same DCGAN (pipeline.models: 64 px, ngf = ndf = 64, nz 100, batch 128) on
+Both contestants train the same DCGAN (pipeline.models.networks: 64 px, ngf = ndf = 64, nz 100, batch 128) on
 the same face files. Each runs in its own Python process, so that its peak memory is its own and
 neither inherits the other's thread pools, allocator caches or compiled graphs. Both processes warm
 up once, then take turns: the time budget is split into rounds, and each round times one window of
@@ -36,25 +36,17 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from pipeline.cli import run_stage
-from pipeline.devices import resolve_device
-from pipeline.models import Discriminator, Generator, NetConfig
-from pipeline.params import PipelineError, TrainParams, read_section
-from pipeline.train import (
-    Faces,
-    Step,
-    free_device_memory,
-    net_config,
-    new_run,
-    place_faces,
-    prepare_step,
-    resolve_bf16,
-    use_compile,
-)
+from pipeline.core.cli import run_stage
+from pipeline.core.devices import resolve_device
+from pipeline.core.params import PipelineError, TrainParams, read_section
+from pipeline.data.faces import Faces, free_device_memory, place_faces
+from pipeline.models.networks import Discriminator, Generator, NetConfig
+from pipeline.training.run import new_run
+from pipeline.training.step import Step, build_step, use_compile
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTESTANTS = ("baseline", "ours")
-# What the issue fixes for both contestants.
+# The size both contestants train at: the 64 px DCGAN of the DCGAN paper, batch 128.
 IMAGE_SIZE, WIDTH, BATCH_SIZE = 64, 64, 128
 # The classic example's defaults: --workers 2, Adam(lr 2e-4, betas (0.5, 0.999)).
 BASELINE_WORKERS, BASELINE_LR, BASELINE_BETAS = 2, 2e-4, (0.5, 0.999)
@@ -76,9 +68,8 @@ class Timing:
 
 
 def default_faces() -> Path:
-    """The shared test faces: $ANIME_FACE_SHARED/testdata/faces96, else ../shared beside the project."""
-    shared = os.environ.get("ANIME_FACE_SHARED")
-    return (Path(shared) if shared else ROOT.parent / "shared") / "testdata" / "faces96"
+    """The crop stage's faces, there after `dvc repro`; --faces takes any other folder."""
+    return ROOT / "data" / "faces"
 
 
 def available_cores() -> int:
@@ -93,7 +84,7 @@ def flat_images(folder: Path) -> list[Path]:
 
 
 def missing_faces(faces: Path) -> PipelineError:
-    return PipelineError(f"{faces}: face folder not found (pass --faces DIR or set ANIME_FACE_SHARED)")
+    return PipelineError(f"{faces}: face folder not found (run `dvc repro crop_faces` or pass --faces DIR)")
 
 
 @contextmanager
@@ -255,7 +246,7 @@ class BaselineContestant:
                             "Adam (not fused), .item() every step"}
 
 
-# --- ours: the project's training step, built as pipeline.train.train() builds it ------------------
+# --- ours: the project's training step, built by the build_step that train() uses -- ------------------
 
 
 class EpochIndices:
@@ -283,12 +274,9 @@ class OursContestant:
     def __init__(self, params: TrainParams, device: torch.device, root: Path) -> None:
         paths = [path for path, _ in face_dataset(root).samples]
         self.faces = place_faces(decode_faces(paths, params.image_size), device, free_device_memory(device))
-        config = net_config(params)
-        bf16 = resolve_bf16(params.precision, device)
-        channels_last = device.type != "mps" and params.arch == "dcgan"
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        run = new_run(params, config, device, memory_format)
-        self.step_fn: Step = prepare_step(run, params, device, bf16, channels_last, world=1)
+        run = new_run(params, device)
+        self.step_fn: Step = build_step(run, params, device)
+        bf16, channels_last = self.step_fn.bf16, self.step_fn.channels_last
         self.batch_size = max(1, min(params.batch_size, len(self.faces)))
         self.indices = EpochIndices(self.faces, self.batch_size)
         self.totals = torch.zeros(5, device=device)
@@ -352,7 +340,7 @@ def serve(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def benchmark_params(args: argparse.Namespace, device: torch.device) -> TrainParams:
-    """params.yaml's train section (what dvc repro uses), at the issue's size and the DCGAN
+    """params.yaml's train section (what dvc repro uses), at the benchmark's size and the DCGAN
     (the comparison is about that architecture), with the command line's overrides."""
     params = read_section("train", args.params)
     overrides: dict[str, Any] = {"image_size": args.image_size, "ngf": WIDTH, "ndf": WIDTH,
@@ -533,7 +521,7 @@ def machine_description(device: torch.device, threads: int) -> dict[str, Any]:
 
 def targets(machine: dict[str, Any], ours: dict[str, Any] | None,
             ratio: float | None) -> list[dict[str, Any]]:
-    """The issue's targets for this kind of machine: printed beside the results, never enforced."""
+    """Throughput targets for this kind of machine: printed beside the results, never enforced."""
     gpu = machine["gpu"] or ""
     if machine["device"] == "cuda" and ("H100" in gpu or "H200" in gpu):
         wanted = [("H100/H200: ours >= 40,000 img/s", ours and ours["images_per_second"], 40_000.0),

@@ -18,16 +18,11 @@ from typing import TypeVar
 
 import torch
 
-from pipeline.cli import run_stage
-from pipeline.models import load_generator
-from pipeline.render import (
-    image_grid,
-    interpolation_latents,
-    interpolation_pictures,
-    save_gif,
-    save_png,
-    seeded_latents,
-)
+from pipeline.core.cli import run_stage
+from pipeline.core.files import save_png
+from pipeline.models.networks import load_generator
+from pipeline.models.sampling import interpolation_latents, seeded_latents
+from pipeline.rendering.figures import image_grid, interpolation_pictures, save_gif
 
 SUFFIXES = (".png", ".gif")
 T = TypeVar("T", int, float)

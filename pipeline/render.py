@@ -4,231 +4,38 @@ python -m pipeline.render [--params params.yaml] [--input models] [--output repo
                           [--data data] [--metrics metrics]
 
 Writes samples.png, interpolation.png, interpolation.gif, timelapse.gif, losses.png and
-index.html (pipeline/report.py). Everything runs on the CPU from seeded noise, so the same
+index.html (pipeline/rendering/report.py). Everything runs on the CPU from seeded noise, so the same
 generator and params give the same bytes and DVC sees no change when nothing changed.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from PIL import Image, ImageDraw, ImageFont
-from torch import nn
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from pipeline.cli import run_stage, stage_parser
-from pipeline.files import atomic_path
-from pipeline.models import load_generator
-from pipeline.params import PipelineError, RenderParams, read_section
-from pipeline.report import ReportSources, read_inputs, write_report
+from pipeline.core.cli import run_stage, stage_parser
+from pipeline.core.params import read_section
+from pipeline.models.networks import load_generator
+from pipeline.rendering.figures import (
+    read_curves,
+    read_timelapse,
+    render_interpolation,
+    render_losses,
+    render_samples,
+    save_gif,
+)
+from pipeline.rendering.report import ReportSources, read_inputs, write_report
 
 log = logging.getLogger("pipeline.render")
 
 METRICS_DIR = Path("dvclive/plots/metrics/train")
 SAMPLES_DIR = Path("dvclive/plots/images/samples")
 TRAINING_SUMMARY = Path("dvclive/metrics.json")
-LOSS_METRICS = ("loss_d", "loss_g")
-DISCRIMINATOR_METRICS = ("d_real", "d_fake")
-METRIC_LABELS = {
-    "loss_d": "discriminator loss",
-    "loss_g": "generator loss",
-    "d_real": "D(x), real faces",
-    "d_fake": "D(G(z)), generated faces",
-}
-MARKER_MAX_EPOCHS = 30  # short runs get point markers, or a one-epoch curve would be invisible
-CAPTION_PX = 24  # the strip above each timelapse frame that carries its epoch
 FINAL_FRAME_MS = 1500  # the timelapse holds its last frame, the generator as it was saved
-
-Curves = dict[str, tuple[list[int], list[float]]]  # metric name -> (epochs, values)
-
-
-def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Points on the great circle from `start` (weight 0) to `end` (weight 1), one row per weight.
-
-    Gaussian latents live near a sphere; a straight line between two of them cuts through its
-    low-norm interior, where the generator saw no training noise. Vectors without a unique great
-    circle between them (parallel or opposite) fall back to linear interpolation.
-    """
-    dtype = start.dtype
-    start, end = start.double(), end.double()  # float64 so the endpoints come back exact
-    weights = weights.double().unsqueeze(1)
-    cosine = F.cosine_similarity(start, end, dim=0).clamp(-1.0, 1.0)
-    angle = torch.acos(cosine)
-    sine = torch.sin(angle)
-    if sine < 1e-6:
-        start_share, end_share = 1.0 - weights, weights
-    else:
-        start_share = torch.sin((1.0 - weights) * angle) / sine
-        end_share = torch.sin(weights * angle) / sine
-    return (start_share * start + end_share * end).to(dtype)
-
-
-def seeded_latents(count: int, nz: int, seed: int, temperature: float = 1.0) -> torch.Tensor:
-    """N(0, temperature²) noise: below 1 stays near the mode, giving safer but less varied faces."""
-    return temperature * torch.randn(count, nz, generator=torch.Generator().manual_seed(seed))
-
-
-def interpolation_latents(nz: int, rows: int, steps: int, seed: int,
-                          temperature: float = 1.0) -> torch.Tensor:
-    """`rows` slerps of `steps` points each between 2 * rows seeded latents, row after row."""
-    ends = seeded_latents(2 * rows, nz, seed, temperature)
-    weights = torch.linspace(0.0, 1.0, steps)
-    return torch.cat([slerp(start, end, weights) for start, end in ends.view(rows, 2, nz)])
-
-
-def upscale_factor(image_size: int, face_px: int) -> int:
-    """Whole-number factor, so nearest-neighbour upscaling keeps every generated pixel square."""
-    return math.ceil(face_px / image_size)
-
-
-@torch.no_grad()
-def generate_faces(generator: nn.Module, z: torch.Tensor, face_px: int) -> torch.Tensor:
-    """G(z) in [-1, 1], each face upscaled to at least `face_px` (nearest neighbour keeps pixels honest)."""
-    images = generator(z).float().clamp(-1, 1)
-    return F.interpolate(images, scale_factor=upscale_factor(images.shape[-1], face_px), mode="nearest")
-
-
-def tile(faces: torch.Tensor, columns: int) -> Image.Image:
-    """Faces in [-1, 1] as one RGB picture, `columns` wide, 2 px apart."""
-    grid = make_grid(faces, nrow=columns, padding=2, normalize=True, value_range=(-1, 1))
-    return Image.fromarray(grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy())
-
-
-def image_grid(generator: nn.Module, z: torch.Tensor, columns: int, face_px: int) -> Image.Image:
-    """G(z) tiled `columns` wide: the sample grid of both this stage and pipeline.generate."""
-    return tile(generate_faces(generator, z, face_px), columns)
-
-
-def ping_pong(count: int) -> list[int]:
-    """0, 1, ..., count - 1, ..., 1: a loop that turns back instead of jumping to its start."""
-    return list(range(count)) + list(range(count - 2, 0, -1))
-
-
-def interpolation_pictures(generator: nn.Module, z: torch.Tensor, rows: int,
-                           steps: int, face_px: int) -> tuple[Image.Image, list[Image.Image]]:
-    """The strip (one row per interpolation) and the animation frames (all rows side by side)."""
-    faces = generate_faces(generator, z, face_px)
-    frames = [tile(faces[step::steps], columns=rows) for step in ping_pong(steps)]
-    return tile(faces, columns=steps), frames
-
-
-def save_png(image: Image.Image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-    log.info("wrote %s (%dx%d px)", path, image.width, image.height)
-
-
-def frame_ms(fps: int) -> int:
-    """GIFs count in centiseconds, and browsers slow frames under 2 cs down to 10: stay within both."""
-    return 10 * max(2, round(100 / fps))
-
-
-def save_gif(frames: Sequence[Image.Image], path: Path, fps: int, final_ms: int | None = None) -> None:
-    """An endlessly looping GIF; `final_ms` holds the last frame longer. Pillow's GIF has no dates."""
-    durations = [frame_ms(fps)] * len(frames)
-    if final_ms is not None:
-        durations[-1] = max(durations[-1], final_ms)
-    with atomic_path(path) as tmp:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=list(frames[1:]),
-                       duration=durations, loop=0)
-    log.info("wrote %s (%d frames, %dx%d px)", path, len(frames), frames[0].width, frames[0].height)
-
-
-def render_samples(generator: nn.Module, params: RenderParams, path: Path) -> None:
-    z = seeded_latents(params.grid**2, generator.config.nz, params.seed, params.temperature)
-    save_png(image_grid(generator, z, columns=params.grid, face_px=params.face_px), path)
-
-
-def render_interpolation(generator: nn.Module, params: RenderParams, png: Path, gif: Path) -> None:
-    """Latents from seed + 1, so the interpolations do not start at the sample grid's faces."""
-    rows, steps = params.interpolation_rows, params.interpolation_steps
-    z = interpolation_latents(generator.config.nz, rows, steps, params.seed + 1, params.temperature)
-    strip, frames = interpolation_pictures(generator, z, rows, steps, params.face_px)
-    save_png(strip, png)
-    save_gif(frames, gif, params.gif_fps)
-
-
-def timelapse_frame(grid: Path, epoch: int) -> Image.Image:
-    """One logged grid under a strip naming its epoch, at the size training logged it: upscaled,
-    the 30 frames of a default run would make a GIF (and the report embedding it) over 10 MB."""
-    try:
-        with Image.open(grid) as source:
-            image = source.convert("RGB")
-    except OSError:
-        raise PipelineError(f"{grid}: not a readable sample grid; rerun the train stage") from None
-    frame = Image.new("RGB", (image.width, image.height + CAPTION_PX), "black")
-    frame.paste(image, (0, CAPTION_PX))
-    ImageDraw.Draw(frame).text((6, 3), f"epoch {epoch}", fill="white", font=ImageFont.load_default(16))
-    return frame
-
-
-def read_timelapse(folder: Path) -> list[Image.Image]:
-    """The per-epoch fixed-noise grids DVCLive kept (<epoch>.png) as frames, oldest first."""
-    grids = sorted((int(path.stem), path) for path in folder.glob("*.png") if re.fullmatch(r"\d+", path.stem))
-    if not grids:
-        raise PipelineError(f"{folder}: no per-epoch sample grids; run the train stage first")
-    return [timelapse_frame(grid, epoch) for epoch, grid in grids]
-
-
-def read_metric(metrics_dir: Path, name: str) -> tuple[list[int], list[float]]:
-    """(epochs, values) from one DVCLive TSV; DVCLive counts steps from 0, epochs count from 1."""
-    path = metrics_dir / f"{name}.tsv"
-    if not path.is_file():
-        raise PipelineError(f"{path}: training metrics not found; run the train stage first")
-    try:
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-        epochs = [int(row["step"]) + 1 for row in rows]
-        values = [float(row[name]) for row in rows]
-    except (KeyError, TypeError, ValueError):
-        raise PipelineError(
-            f"{path}: not a DVCLive metric file (expected columns step and {name})"
-        ) from None
-    if not rows:
-        raise PipelineError(f"{path}: no epochs logged; rerun the train stage")
-    return epochs, values
-
-
-def read_curves(metrics_dir: Path) -> Curves:
-    return {name: read_metric(metrics_dir, name) for name in LOSS_METRICS + DISCRIMINATOR_METRICS}
-
-
-def render_losses(curves: Curves, path: Path) -> None:
-    """Losses beside D's mean outputs: those show which network is winning, losses alone hide it."""
-    figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    loss_axes, output_axes = figure.subplots(1, 2)
-    for axes, names in ((loss_axes, LOSS_METRICS), (output_axes, DISCRIMINATOR_METRICS)):
-        for name in names:
-            epochs, values = curves[name]
-            marker = "." if len(epochs) <= MARKER_MAX_EPOCHS else None
-            axes.plot(epochs, values, marker=marker, label=METRIC_LABELS[name])
-        axes.set_xlabel("epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.grid(alpha=0.3)
-    loss_axes.set_title("Losses")
-    loss_axes.set_ylabel("loss (mean over the epoch)")
-    output_axes.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="0.5 (D cannot tell)")
-    output_axes.set_ylim(0.0, 1.0)
-    output_axes.set_title("Discriminator outputs")
-    output_axes.set_ylabel("mean probability of 'real'")
-    loss_axes.legend()
-    output_axes.legend()
-    with atomic_path(path) as tmp:
-        # Without the Software (version) stamp, only a change in the drawing changes the bytes.
-        figure.savefig(tmp, format="png", metadata={"Software": None})
-    log.info("wrote %s", path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from pipeline.boorus import (
+from pipeline.core.params import PipelineError
+from pipeline.web.boorus import (
     SITES,
     MarkupError,
     Post,
@@ -15,7 +16,6 @@ from pipeline.boorus import (
     parse_moebooru_json,
     parse_moebooru_listing,
 )
-from pipeline.params import PipelineError
 
 PAGE_URL = "https://konachan.net/post?page=2&tags=barefoot"
 

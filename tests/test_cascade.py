@@ -4,8 +4,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline.cascade import CASCADE_ENV, CASCADE_SHA256, load_detector, resolve_cascade
-from pipeline.params import PipelineError
+from pipeline.core.params import PipelineError
+from pipeline.vision.cascade import CASCADE_ENV, CASCADE_SHA256, load_detector, resolve_cascade
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.crop_faces import centre_square, cut, grow_box, main
+from pipeline.crop_faces import main
+from pipeline.vision.cropping import centre_square, cut, grow_box
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def test_corrupt_images_are_counted_and_skipped(tmp_path, crop_params, illustrat
 
 
 def test_missing_input_is_one_line(tmp_path, crop_params, capsys):
-    from pipeline.cli import run_stage
+    from pipeline.core.cli import run_stage
 
     with pytest.raises(SystemExit) as exit_info:
         run_stage(main, ["--params", str(crop_params), "--input", str(tmp_path / "nope")])

@@ -2,7 +2,7 @@ import random
 
 from PIL import Image
 
-from pipeline.manifest import hash_faces, near_duplicates
+from pipeline.data.curation import hash_faces, near_duplicates
 
 
 def reference(phashes, distance):

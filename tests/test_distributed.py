@@ -7,7 +7,7 @@ import sys
 import torch
 import yaml
 
-from pipeline.models import load_generator
+from pipeline.models.networks import load_generator
 
 
 def test_torchrun_two_ranks_train_one_model(tiny_manifest, tmp_path):

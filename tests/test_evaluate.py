@@ -19,21 +19,21 @@ from torch import nn
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 
-from pipeline.cascade import load_detector
-from pipeline.dataset import MANIFEST_FIELDS, load_faces
-from pipeline.evaluate import (
-    WEIGHTS_ENV,
-    Evaluator,
-    FaceDetector,
-    FeatureNet,
-    inception_weights_path,
-    load_features,
-    main,
-    memorisation,
+from pipeline.core.params import CropParams, EvaluateParams, PipelineError
+from pipeline.data.faces import load_faces
+from pipeline.data.formats import MANIFEST_FIELDS
+from pipeline.evaluate import main
+from pipeline.evaluation.inception import WEIGHTS_ENV, FeatureNet, inception_weights_path, load_features
+from pipeline.evaluation.memorisation import memorisation
+from pipeline.evaluation.metrics import (
+    frechet_distance,
+    gaussian_statistics,
+    kernel_inception_distance,
+    nearest_faces,
 )
-from pipeline.metrics import frechet_distance, gaussian_statistics, kernel_inception_distance, nearest_faces
-from pipeline.models import Generator, NetConfig, load_generator, save_generator
-from pipeline.params import CropParams, EvaluateParams, PipelineError
+from pipeline.evaluation.scoring import Evaluator
+from pipeline.models.networks import Generator, NetConfig, load_generator, save_generator
+from pipeline.vision.cascade import FaceDetector, load_detector
 
 CPU = torch.device("cpu")
 VAL_FACES = 12

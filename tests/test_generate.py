@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from test_render import grid_px, render, write_models, write_params
 
-from pipeline.cli import run_stage
+from pipeline.core.cli import run_stage
 from pipeline.generate import main
 
 ROOT = Path(__file__).resolve().parents[1]

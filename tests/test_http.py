@@ -1,4 +1,4 @@
-"""pipeline.http against real HTTP servers on 127.0.0.1 that play back scripted replies."""
+"""pipeline.web.http against real HTTP servers on 127.0.0.1 that play back scripted replies."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline.http import (
+from pipeline.web.http import (
     CloudflareChallenge,
     FetchError,
     HostRateLimiter,
@@ -238,7 +238,7 @@ def test_429_waits_for_retry_after_then_succeeds(
         server: ScriptedServer, session: PoliteSession, slept: SleepRecorder,
         caplog: pytest.LogCaptureFixture) -> None:
     url = server.script("/posts", Reply(429, headers={"Retry-After": "1"}), Reply(body=b"page"))
-    with caplog.at_level(logging.INFO, logger="pipeline.http"):
+    with caplog.at_level(logging.INFO, logger="pipeline.web.http"):
         assert session.get(url).content == b"page"
     assert slept.waits == pytest.approx([1.0], abs=0.05)  # the pause, less the time already gone
     assert server.hits("/posts") == 2

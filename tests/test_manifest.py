@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from pipeline.dataset import load_faces
-from pipeline.manifest import main, split_of
-from pipeline.params import PipelineError
+from pipeline.core.params import PipelineError
+from pipeline.data.curation import split_of
+from pipeline.data.faces import load_faces
+from pipeline.manifest import main
 
 
 def noise_face(seed):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pipeline.models import Discriminator, Generator, NetConfig, load_generator, save_generator
-from pipeline.params import PipelineError
+from pipeline.core.params import PipelineError
+from pipeline.models.networks import Discriminator, Generator, NetConfig, load_generator, save_generator
 
 
 @pytest.mark.parametrize("size", [48, 64])

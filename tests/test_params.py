@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.params import ParamError, TrainParams, parse_section, read_section
+from pipeline.core.params import ParamError, TrainParams, parse_section, read_section
 
 
 def test_defaults_file_is_valid():

@@ -10,10 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.models import Generator, NetConfig, save_generator
-from pipeline.params import PipelineError
-from pipeline.render import CAPTION_PX, FINAL_FRAME_MS, METRICS_DIR, SAMPLES_DIR, main, slerp
-from pipeline.train import recalibrate_batchnorm, sample_grid
+from pipeline.core.params import PipelineError
+from pipeline.models.ema import recalibrate_batchnorm
+from pipeline.models.networks import Generator, NetConfig, save_generator
+from pipeline.models.sampling import sample_grid, slerp
+from pipeline.render import FINAL_FRAME_MS, METRICS_DIR, SAMPLES_DIR, main
+from pipeline.rendering.figures import CAPTION_PX
 
 OUTPUTS = ("samples.png", "interpolation.png", "interpolation.gif", "timelapse.gif", "losses.png",
            "index.html")

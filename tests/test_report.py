@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from test_render import render, write_models, write_params
 
-from pipeline.params import PipelineError
+from pipeline.core.params import PipelineError
 
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 WINDOW = (1280, 2400)

@@ -11,7 +11,7 @@ import time
 import pytest
 from fake_booru import FakeBooru, FakePost, Fault, jpeg_bytes, served
 
-from pipeline.cli import run_stage
+from pipeline.core.cli import run_stage
 from pipeline.scrape import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ import pytest
 from fake_booru import FakeBooru, FakePost, Fault, jpeg_bytes, served
 from PIL import Image
 
-from pipeline.cli import run_stage
+from pipeline.core.cli import run_stage
 from pipeline.scrape import main
 
 ADAPTERS = [  # (scrape.source, scrape.api, the kind of site it reads)

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.losses import d_loss_nonsaturating, g_loss_nonsaturating
-from pipeline.models import load_generator
-from pipeline.params import TrainParams
-from pipeline.train import ema_update, resolve_bf16, train
+from pipeline.core.params import TrainParams
+from pipeline.models.ema import ema_update
+from pipeline.models.losses import d_loss_nonsaturating, g_loss_nonsaturating
+from pipeline.models.networks import load_generator
+from pipeline.training.loop import train
+from pipeline.training.step import resolve_bf16
 
 
 def test_label_smoothing_moves_ds_optimum():
@@ -132,7 +134,7 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tiny_manifest, tmp_path
 
 
 def test_nan_losses_stop_and_keep_the_last_good_checkpoint(tiny_manifest, tmp_path):
-    from pipeline.params import PipelineError
+    from pipeline.core.params import PipelineError
 
     train(tiny(epochs=1), tiny_manifest, tmp_path)
     good = weights(tmp_path / "checkpoint.pt")
@@ -162,7 +164,7 @@ def test_semi_supervised_gan_reports_both_accuracies(tiny_manifest, tmp_path):
 
 
 def test_sgan_losses():
-    from pipeline.losses import sgan_class_loss, sgan_real_fake_logit
+    from pipeline.models.losses import sgan_class_loss, sgan_real_fake_logit
 
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 5.0]])  # two classes and "fake"
     rf = sgan_real_fake_logit(logits)
@@ -214,7 +216,7 @@ def test_continued_run_rewrites_best_deleted_by_dvc(tiny_manifest, tmp_path):
 def test_faces_that_do_not_fit_stay_in_host_memory(caplog):
     """The "meta" device stands in for a small accelerator: the fallback keeps the faces on the
     host, says so, and still hands out batches on the training device."""
-    from pipeline.train import place_faces
+    from pipeline.data.faces import place_faces
 
     images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
     device = torch.device("meta")
@@ -235,7 +237,8 @@ def test_faces_that_do_not_fit_stay_in_host_memory(caplog):
 def test_compiled_step_matches_eager():
     """train.compile changes speed, not results: from the same weights, batch and noise, the
     compiled step computes the same losses and gradients as the eager one, up to float rounding."""
-    from pipeline.train import net_config, new_run, prepare_step
+    from pipeline.training.run import new_run
+    from pipeline.training.step import build_step
 
     params = tiny(compile="off", flip=False)
     batch = torch.randint(0, 256, (8, 3, 48, 48), dtype=torch.uint8)
@@ -243,8 +246,8 @@ def test_compiled_step_matches_eager():
     for setting in ("off", "on"):
         params = replace(params, compile=setting)
         torch.manual_seed(0)
-        run = new_run(params, net_config(params), torch.device("cpu"), torch.contiguous_format)
-        step = prepare_step(run, params, torch.device("cpu"), bf16=False, channels_last=False, world=1)
+        run = new_run(params, torch.device("cpu"))
+        step = build_step(run, params, torch.device("cpu"))
         stats = step(batch, None)
         grads = [p.grad.clone() for net in (run.generator, run.discriminator) for p in net.parameters()]
         results.append((stats, grads))

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
+
+log = logging.getLogger("pipeline")
 
 
 @contextmanager
@@ -43,3 +48,9 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_png(image: Image.Image, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    log.info("wrote %s (%dx%d px)", path, image.width, image.height)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.params import PipelineError
+from pipeline.core.params import PipelineError
 
 
 def resolve_device(name: str, param: str) -> torch.device:

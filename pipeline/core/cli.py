@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.params import PipelineError
+from pipeline.core.params import PipelineError
 
 log = logging.getLogger("pipeline")
 

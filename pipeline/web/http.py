@@ -23,9 +23,9 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from protego import Protego
 
-from pipeline.params import PipelineError
+from pipeline.core.params import PipelineError
 
-log = logging.getLogger("pipeline.http")
+log = logging.getLogger("pipeline.web.http")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5

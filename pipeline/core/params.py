@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -47,7 +48,7 @@ class ScrapeParams:
     max_posts: int = 150
     file: str = "sample"
     ratings: tuple[str, ...] = ("safe",)
-    rate: float = 1.0
+    rate: float | None = None
     workers: int = 2
     timeout: float = 30.0
     retries: int = 4
@@ -76,7 +77,7 @@ class ScrapeParams:
                      "must name a folder, zip or tar of images when scrape.source is local")
         _require(self.max_posts >= 0, "scrape.max_posts",
                  f"must be 0 (no limit) or more, got {self.max_posts}")
-        _require(self.rate > 0, "scrape.rate",
+        _require(self.rate is None or self.rate > 0, "scrape.rate",
                  f"must be a positive number of requests per second, got {self.rate}")
         _require(self.timeout > 0, "scrape.timeout", f"must be positive, got {self.timeout}")
         _require(self.retries >= 0, "scrape.retries", f"must be 0 or more, got {self.retries}")
@@ -248,28 +249,28 @@ SECTIONS: dict[str, type] = {
     "render": RenderParams,
 }
 
-T = TypeVar("T")
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """YAML gives ints where floats are meant (rate: 2); anything else of the wrong type is an error."""
-    if isinstance(default, tuple):
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    """Check `value` against the field's annotated type. YAML gives ints where floats are meant
+    (rate: 2); anything else of the wrong type is an error."""
+    options = get_args(kind) if get_origin(kind) in (Union, types.UnionType) else (kind,)
+    if value is None:
+        _require(type(None) in options, name, "must not be null")
+        return None
+    kind = next(option for option in options if option is not type(None))
+    if get_origin(kind) is tuple:
         ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
         _require(ok, name, f"must be a list of strings, got {value!r}")
         return tuple(value)
-    if isinstance(default, bool):
+    if kind is bool:
         _require(isinstance(value, bool), name, f"must be true or false, got {value!r}")
         return value
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
-        ok = isinstance(value, type(default)) and not isinstance(value, bool)
-        _require(ok, name, f"must be a {type(default).__name__}, got {value!r}")
+    if kind in (int, float):
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        _require(ok, name, f"must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}")
         return value
-    if default is None or isinstance(default, str):
-        ok = value is None or isinstance(value, str)
-        _require(ok, name, f"must be a string, got {value!r}")
-        return value
+    _require(isinstance(value, str), name, f"must be a string, got {value!r}")
     return value
 
 
@@ -293,10 +294,8 @@ def parse_section(name: str, values: dict[str, Any]) -> Any:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ParamError(f"{name}.{unknown[0]}: unknown param (known: {', '.join(known)})")
-    defaults = cls()
-    kwargs = {
-        key: _coerce(f"{name}.{key}", value, getattr(defaults, key)) for key, value in values.items()
-    }
+    kinds = get_type_hints(cls)
+    kwargs = {key: _coerce(f"{name}.{key}", value, kinds[key]) for key, value in values.items()}
     params = cls(**kwargs)
     params.validate()
     return params

@@ -9,16 +9,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import requests
 
-from pipeline.files import write_bytes
-from pipeline.params import PipelineError
+from pipeline.core.files import write_bytes
+from pipeline.core.params import CropParams, PipelineError
 
-log = logging.getLogger("pipeline.cascade")
+log = logging.getLogger("pipeline.vision.cascade")
 
 CASCADE_URL = (
     "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
@@ -87,3 +88,20 @@ def detect_faces(detector: cv2.CascadeClassifier, bgr: np.ndarray, scale_factor:
     boxes = detector.detectMultiScale(gray, scaleFactor=scale_factor, minNeighbors=min_neighbors,
                                       minSize=(min_size, min_size))
     return [tuple(int(v) for v in box) for box in boxes]
+
+
+@dataclass(frozen=True)
+class FaceDetector:
+    """lbpcascade_animeface with crop_faces' settings, so 'a face' means what it meant for the data."""
+
+    cascade: cv2.CascadeClassifier
+    crop: CropParams
+
+    @classmethod
+    def load(cls, crop: CropParams) -> FaceDetector:
+        return cls(load_detector(resolve_cascade(crop.cascade)), crop)
+
+    def finds_face(self, bgr: np.ndarray) -> bool:
+        return bool(detect_faces(self.cascade, bgr, self.crop.scale_factor, self.crop.min_neighbors,
+                                 self.crop.min_size))
+

@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.files import write_text
-from pipeline.params import PipelineError
+from pipeline.core.files import write_text
+from pipeline.core.params import PipelineError
 
-log = logging.getLogger("pipeline.report")
+log = logging.getLogger("pipeline.rendering.report")
 
 MIME_TYPES = {".png": "image/png", ".gif": "image/gif"}
 DATA_STATS = (  # (title, file under the data folder)

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.files import atomic_path
-from pipeline.params import IMAGE_SIZES, PipelineError
+from pipeline.core.files import atomic_path
+from pipeline.core.params import IMAGE_SIZES, PipelineError
 
 GENERATOR_FORMAT = "anime-face-dcgan/generator/1"
 
@@ -96,7 +96,7 @@ def _dcgan_discriminator(c: NetConfig) -> nn.Sequential:
 
 
 def _mlp_generator(c: NetConfig) -> nn.Sequential:
-    """The seeds' fully connected G: 256-512-1024 with LeakyReLU, to a tanh image."""
+    """The classic MLP GAN's fully connected G: 256-512-1024 with LeakyReLU, to a tanh image."""
     return nn.Sequential(
         nn.Linear(c.nz, 256), nn.LeakyReLU(0.2, True),
         nn.Linear(256, 512), nn.LeakyReLU(0.2, True),
@@ -107,7 +107,7 @@ def _mlp_generator(c: NetConfig) -> nn.Sequential:
 
 
 def _mlp_discriminator(c: NetConfig) -> nn.Sequential:
-    """The seeds' fully connected D: 1024-512-256 with LeakyReLU and dropout 0.3, to logits."""
+    """The classic MLP GAN's fully connected D: 1024-512-256 with LeakyReLU and dropout 0.3, to logits."""
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(c.nc * c.image_size**2, 1024), nn.LeakyReLU(0.2, True), nn.Dropout(0.3),

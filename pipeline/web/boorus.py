@@ -2,7 +2,8 @@
 
 Every adapter gives the scrape stage the same two things, a listing URL for a page and a parser
 turning that page into a Listing, so the download, resume and politeness machinery is written once.
-The shapes parsed here are those of ../shared/booru-formats.md.
+The shapes parsed here are those the sites serve: HTML listings with Post.register lines, and
+their JSON APIs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from urllib.parse import urlencode, urljoin
 
 from bs4 import BeautifulSoup
 
-from pipeline.params import FILE_KINDS, PipelineError
+from pipeline.core.params import FILE_KINDS, PipelineError
 
 
 class MarkupError(PipelineError):
@@ -63,6 +64,7 @@ class Site:
     default_url: str | None  # None: the demo booru, started by the scrape stage
     json: Adapter
     html: Adapter | None = None  # None: the listing HTML carries no file URLs, use the API
+    rate: float = 1.0  # requests per second per host when scrape.rate is null: polite to real sites
 
     def adapter(self, api: str) -> Adapter:
         return self.html if api == "html" and self.html is not None else self.json
@@ -261,7 +263,8 @@ MOEBOORU_HTML = Adapter(moebooru_listing_url, parse_moebooru_listing)
 MOEBOORU_JSON = Adapter(moebooru_json_url, parse_moebooru_json)
 
 SITES: dict[str, Site] = {
-    "demo": Site(None, MOEBOORU_JSON, MOEBOORU_HTML),
+    # the project's own server on 127.0.0.1: no one else to be polite to
+    "demo": Site(None, MOEBOORU_JSON, MOEBOORU_HTML, rate=100.0),
     "konachan": Site("https://konachan.net", MOEBOORU_JSON, MOEBOORU_HTML),
     "yandere": Site("https://yande.re", MOEBOORU_JSON, MOEBOORU_HTML),
     "danbooru": Site("https://safebooru.donmai.us", Adapter(danbooru_json_url, parse_danbooru_json)),

@@ -1,0 +1,189 @@
+"""data/raw as a growing collection: images named by their post, and posts.jsonl, one record each.
+
+A rerun (after a kill, or with more pages) finds every post it already holds, so nothing is
+fetched twice; a picture already held under another post is a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from pipeline.core.files import remove_stale_temporaries, write_bytes, write_text
+from pipeline.web.boorus import Post
+
+log = logging.getLogger("pipeline.scrape")
+
+FORMAT_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one post: the ScrapeStats counter it adds to, and why when it failed."""
+    counter: str
+    failure: str | None = None
+
+
+DOWNLOADED, SKIPPED, DUPLICATE = Outcome("downloaded"), Outcome("skipped"), Outcome("duplicates")
+
+
+@dataclass
+class ScrapeStats:
+    pages: int = 0
+    listed: int = 0  # posts taken: downloaded + skipped + duplicates + failed
+    downloaded: int = 0
+    skipped: int = 0  # already in the collection
+    duplicates: int = 0  # the same picture as another post
+    repeated: int = 0  # a post listed again on a later page (pages shift as posts are added)
+    filtered: int = 0  # of a rating not in scrape.ratings
+    failed: int = 0
+    without_file: int = 0  # listed without a file: deleted, or hidden from anonymous users
+    requests: int = 0
+    robots_refused: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> None:
+        setattr(self, outcome.counter, getattr(self, outcome.counter) + 1)
+        if outcome.failure is not None:
+            self.failures.append(outcome.failure)
+
+    def summary(self) -> dict:
+        summary = {k: v for k, v in vars(self).items() if k != "failures"}
+        summary["failures"] = self.failures[:20]
+        return summary
+
+
+def decode_image(data: bytes) -> tuple[str, tuple[int, int]]:
+    """Full decode, so a truncated or fake image is never kept; returns (suffix, size)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            suffix = FORMAT_SUFFIXES.get(image.format or "")
+            size = image.size
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:  # Pillow's "broken image"
+        raise ValueError(f"not a readable image ({exc})") from exc
+    if suffix is None:
+        raise ValueError(f"unsupported image format {image.format}")
+    return suffix, size
+
+
+def md5_of(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+class Collection:
+    """data/raw: images named <source>_<post id>.<ext> (local_<sha1>.<ext> for local files) and
+    posts.jsonl, one record per image. Thread-safe: download threads share one."""
+
+    def __init__(self, root: Path, source: str) -> None:
+        self.images = root / "images"
+        self.posts_file = root / "posts.jsonl"
+        self.source = source
+        self.images.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.images)  # a killed run's half-written download
+        self.records: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        if self.posts_file.is_file():
+            for line in self.posts_file.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a torn last line from a killed run
+                    continue
+                self.records[record["file"]] = record
+        # md5 -> file, for the files kept and the originals their posts listed: a post whose
+        # picture is either, under another name, is a duplicate
+        self._owners: dict[str, str] = {}
+        for record in self.records.values():
+            self._own(record)
+        self._on_disk: dict[str, list[Path]] = {}  # stem -> files; one listing, not one per post
+        for path in sorted(self.images.iterdir()):
+            if not path.name.startswith("."):  # temporary files of a killed run
+                self._on_disk.setdefault(path.stem, []).append(path)
+        others = sorted({r["source"] for r in self.records.values()} - {source})
+        if others:
+            log.warning("%s already holds posts from %s; they stay in the data set "
+                        "(delete %s to start clean)", root, ", ".join(others), root)
+
+    def stem(self, post: Post) -> str:
+        return f"{self.source}_{post.id}"
+
+    def existing(self, stem: str, post_md5: str | None) -> Path | None:
+        """The file already kept under `stem`, if it is intact (its md5 is the recorded one) and
+        its post unchanged on the site (the listed md5 is the one recorded with it). A file with
+        no record yet (killed between the two) was checked before it got its name: it counts."""
+        with self._lock:
+            candidates = [(path, self.records.get(path.name)) for path in self._on_disk.get(stem, [])]
+        for path, record in candidates:
+            if record is None:
+                return path
+            listed = record.get("post_md5", record["md5"])  # older records: originals only
+            unchanged = post_md5 is None or listed is None or listed == post_md5
+            if unchanged and md5_of(path.read_bytes()) == record["md5"]:
+                return path
+        return None
+
+    def held_elsewhere(self, md5: str | None, stem: str) -> bool:
+        """Whether another post of the collection has this picture."""
+        with self._lock:
+            return self._held_elsewhere(md5, stem)
+
+    def adopt(self, path: Path, record: dict) -> None:
+        """Write the record a killed run did not get to write for a kept file."""
+        if path.name in self.records:
+            return
+        data = path.read_bytes()
+        width, height = decode_image(data)[1]
+        with self._lock:
+            self._append({**record, "file": path.name, "md5": md5_of(data), "width": width,
+                          "height": height})
+
+    def keep(self, stem: str, data: bytes, record: dict) -> Outcome:
+        """Decode `data`, then write it under its final name with its record, unless the same
+        picture is already here. Replaces an older version of the same post."""
+        md5 = md5_of(data)
+        suffix, (width, height) = decode_image(data)
+        with self._lock:
+            if self._held_elsewhere(md5, stem):
+                return DUPLICATE
+            path = self.images / f"{stem}{suffix}"
+            write_bytes(path, data)
+            for old in self._on_disk.get(stem, []):
+                if old != path:
+                    old.unlink(missing_ok=True)
+                    self.records.pop(old.name, None)
+            self._on_disk[stem] = [path]
+            self._append({**record, "file": path.name, "md5": md5, "width": width,
+                          "height": height})
+        return DOWNLOADED
+
+    def _held_elsewhere(self, md5: str | None, stem: str) -> bool:
+        owner = self._owners.get(md5) if md5 else None
+        return owner is not None and not owner.startswith(f"{stem}.")
+
+    def _own(self, record: dict) -> None:
+        for md5 in (record["md5"], record.get("post_md5")):
+            if md5:
+                self._owners[md5] = record["file"]
+
+    def _append(self, record: dict) -> None:
+        self.records[record["file"]] = record
+        self._own(record)
+        with self.posts_file.open("a") as handle:  # appended at once: a kill loses no record
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def compact(self) -> None:
+        """Rewrite posts.jsonl with one line per image, in a stable order."""
+        lines = [json.dumps(self.records[name]) for name in sorted(self.records)]
+        write_text(self.posts_file, "".join(line + "\n" for line in lines))
+
+

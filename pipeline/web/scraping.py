@@ -1,0 +1,199 @@
+"""Listing pages of a site, or files of a local source, into the collection.
+
+Every site goes through the one polite session (web/http.py); downloads run in threads inside
+its per-host rate limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline.core.params import ScrapeParams
+from pipeline.web.boorus import SITES, Adapter, Listing, Post
+from pipeline.web.collection import DUPLICATE, SKIPPED, Collection, Outcome, ScrapeStats, md5_of
+from pipeline.web.demo_booru import DemoBooru
+from pipeline.web.http import CloudflareChallenge, FetchError, PoliteSession
+from pipeline.web.local_source import Member, local_images
+
+log = logging.getLogger("pipeline.scrape")
+
+LISTING_MAX_BYTES = 20 * 1024 * 1024  # a listing page or API answer; more is not a listing
+LOCAL_NAME_HEX = 16  # sha1 hex digits in local_<sha1>.<ext>: unique for any real data set
+
+
+def fetch_post(session: PoliteSession, collection: Collection, post: Post, kind: str,
+               page_url: str, max_bytes: int) -> Outcome:
+    """Download one post's file unless the collection has it; every check before it is kept."""
+    url = post.url(kind)
+    stem = collection.stem(post)
+    record = {"source": collection.source, "id": post.id, "tags": list(post.tags),
+              "rating": post.rating, "url": url, "page": page_url, "post_md5": post.md5}
+    try:
+        if existing := collection.existing(stem, post.md5):
+            collection.adopt(existing, record)
+            return SKIPPED
+        if collection.held_elsewhere(post.md5, stem):
+            return DUPLICATE
+        data = session.get(url, max_bytes=max_bytes, accept=("image/",)).content
+        expected = post.expected_md5(url)
+        if expected is not None and md5_of(data) != expected:
+            raise ValueError(f"md5 {md5_of(data)} does not match the listed {expected}")
+        return collection.keep(stem, data, record)
+    except CloudflareChallenge:
+        raise
+    except (FetchError, ValueError, OSError) as exc:
+        log.warning("post %d failed: %s", post.id, exc)
+        return Outcome("failed", f"post {post.id}: {exc}")
+
+
+def fetch_all(pool: ThreadPoolExecutor, fetch: Callable[[Post], Outcome],
+              posts: list[Post]) -> Iterator[Outcome]:
+    """Outcomes as downloads finish. Once one raises (a Cloudflare challenge), no other download
+    starts, so the run stops with that error after the few already in flight."""
+    stop = threading.Event()
+
+    def guarded(post: Post) -> Outcome | None:
+        if stop.is_set():
+            return None
+        try:
+            return fetch(post)
+        except BaseException:
+            stop.set()
+            raise
+
+    futures = [pool.submit(guarded, post) for post in posts]
+    try:
+        for future in as_completed(futures):
+            if (outcome := future.result()) is not None:
+                yield outcome
+    finally:
+        stop.set()
+        for future in futures:
+            future.cancel()
+
+
+def listing_pages(session: PoliteSession, adapter: Adapter, base_url: str,
+                  params: ScrapeParams) -> Iterator[tuple[str, Listing]]:
+    """Pages from first_page until an empty or last one, or `pages` of them."""
+    lowest_id = None
+    for page in range(params.first_page, params.first_page + params.pages):
+        url = adapter.page_url(base_url, params.tags, page, lowest_id)
+        # boorus serve UTF-8, whatever their Content-Type says or leaves out
+        body = session.get(url, max_bytes=LISTING_MAX_BYTES).content.decode("utf-8", "replace")
+        listing = adapter.parse(body, url)
+        yield url, listing
+        if not listing.has_next:
+            return
+        lowest_id = min((x for x in (lowest_id, listing.lowest_id) if x is not None), default=None)
+
+
+def wanted_posts(listing: Listing, params: ScrapeParams, seen: set[int],
+                 stats: ScrapeStats) -> list[Post]:
+    """The posts of a page to fetch: not seen before in this run, of a wanted rating, within
+    max_posts."""
+    wanted = []
+    for post in listing.posts:
+        if post.id in seen:
+            stats.repeated += 1
+        elif post.rating not in params.ratings:
+            stats.filtered += 1
+        elif params.max_posts and stats.listed >= params.max_posts:
+            break
+        else:
+            stats.listed += 1
+            wanted.append(post)
+        seen.add(post.id)
+    return wanted
+
+
+@contextmanager
+def site_url(params: ScrapeParams) -> Iterator[str]:
+    """The base URL to scrape: the demo booru is started here and stopped afterwards."""
+    if params.base_url:
+        yield params.base_url
+    elif params.source == "demo":
+        with DemoBooru(seed=params.demo_seed) as booru:
+            yield booru.url
+    else:
+        yield SITES[params.source].default_url
+
+
+def scrape_site(params: ScrapeParams, collection: Collection) -> ScrapeStats:
+    stats = ScrapeStats()
+    site = SITES[params.source]
+    adapter = site.adapter(params.api)
+    session = PoliteSession(params.user_agent, rate=params.rate or site.rate, timeout=params.timeout,
+                            retries=params.retries)
+    seen: set[int] = set()
+    progress = tqdm(total=params.max_posts or None, desc="scrape", unit="post")
+    try:
+        with site_url(params) as base_url, session, ThreadPoolExecutor(params.workers) as pool:
+            for page_url, listing in listing_pages(session, adapter, base_url, params):
+                stats.pages += 1
+                stats.without_file += listing.without_file
+                posts = wanted_posts(listing, params, seen, stats)
+                fetch = partial(fetch_post, session, collection, kind=params.file,
+                                page_url=page_url, max_bytes=params.max_bytes)
+                for outcome in fetch_all(pool, fetch, posts):
+                    stats.count(outcome)
+                    progress.update()
+                if params.max_posts and stats.listed >= params.max_posts:
+                    break
+    finally:
+        progress.close()
+        stats.requests = session.requests_sent
+        stats.robots_refused = session.robots_refused
+    return stats
+
+
+def import_member(collection: Collection, member: Member) -> Outcome:
+    """One local file into the collection, named by its content."""
+    if member.data is None:
+        log.warning("%s refused: %s", member.name, member.problem)
+        return Outcome("failed", f"{member.name}: {member.problem}")
+    digest = hashlib.sha1(member.data).hexdigest()[:LOCAL_NAME_HEX]
+    record = {"source": "local", "id": digest, "tags": [], "rating": "", "url": member.name,
+              "page": None, "post_md5": None}
+    try:
+        if collection.existing(f"local_{digest}", None):
+            return SKIPPED
+        return collection.keep(f"local_{digest}", member.data, record)
+    except (ValueError, OSError) as exc:
+        log.warning("%s failed: %s", member.name, exc)
+        return Outcome("failed", f"{member.name}: {exc}")
+
+
+def scrape_local(params: ScrapeParams, collection: Collection) -> ScrapeStats:
+    """scrape.local_path into the collection: no network, each image decoded like a download."""
+    stats = ScrapeStats()
+    assert params.local_path is not None  # validated: source local requires it
+    members = local_images(Path(params.local_path), params.max_bytes)
+    with tqdm(members, desc="import", unit="file") as progress:
+        for member in progress:
+            if params.max_posts and stats.listed >= params.max_posts:
+                break
+            stats.listed += 1
+            stats.count(import_member(collection, member))
+    return stats
+
+
+def scrape(params: ScrapeParams, output: Path) -> ScrapeStats:
+    collection = Collection(output, params.source)
+    try:
+        stats = (scrape_local if params.source == "local" else scrape_site)(params, collection)
+    finally:
+        collection.compact()
+    log.info("%d listed: %d downloaded, %d already here, %d duplicates, %d failed, %d of other "
+             "ratings (%d requests)", stats.listed, stats.downloaded, stats.skipped,
+             stats.duplicates, stats.failed, stats.filtered, stats.requests)
+    return stats
+
