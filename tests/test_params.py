@@ -1,6 +1,10 @@
-import pytest
+from dataclasses import fields
+from pathlib import Path
 
-from pipeline.core.params import ParamError, TrainParams, parse_section, read_section
+import pytest
+import yaml
+
+from pipeline.core.params import SECTIONS, ParamError, TrainParams, parse_section, read_section
 
 
 def test_defaults_file_is_valid():
@@ -45,3 +49,21 @@ def test_missing_keys_take_defaults():
 def test_missing_params_file(tmp_path):
     with pytest.raises(ParamError, match="params file not found"):
         read_section("train", tmp_path / "nope.yaml")
+
+
+def test_params_yaml_holds_exactly_the_code_defaults():
+    """params.yaml is the defaults, written out for DVC: every field, each at its dataclass value."""
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    assert set(raw) == set(SECTIONS)
+    for name, cls in SECTIONS.items():
+        assert set(raw[name]) == {f.name for f in fields(cls)}, name
+        assert parse_section(name, raw[name]) == cls(), name
+
+
+def test_nulls_and_numbers_follow_the_annotation():
+    assert parse_section("scrape", {"rate": None}).rate is None
+    assert parse_section("scrape", {"rate": 2}).rate == 2.0  # YAML's int where a float is meant
+    with pytest.raises(ParamError, match="scrape.rate: must be a float"):
+        parse_section("scrape", {"rate": "fast"})
+    with pytest.raises(ParamError, match="train.epochs: must not be null"):
+        parse_section("train", {"epochs": None})

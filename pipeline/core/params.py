@@ -94,7 +94,7 @@ class CropParams:
     min_neighbors: int = 5
     min_size: int = 48
     size: int = 96
-    margin: float = 0.0
+    margin: float = 0.25
     mode: str = "detect"
     workers: int = 0
 

@@ -81,8 +81,8 @@ def load_detector(path: Path) -> cv2.CascadeClassifier:
     return detector
 
 
-def detect_faces(detector: cv2.CascadeClassifier, bgr: np.ndarray, scale_factor: float = 1.1,
-                 min_neighbors: int = 5, min_size: int = 48) -> list[tuple[int, int, int, int]]:
+def detect_faces(detector: cv2.CascadeClassifier, bgr: np.ndarray, scale_factor: float,
+                 min_neighbors: int, min_size: int) -> list[tuple[int, int, int, int]]:
     """The reference recipe of lbpcascade_animeface: grayscale, equalised histogram."""
     gray = cv2.equalizeHist(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
     boxes = detector.detectMultiScale(gray, scaleFactor=scale_factor, minNeighbors=min_neighbors,

@@ -23,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from protego import Protego
 
-from pipeline.core.params import PipelineError
+from pipeline.core.params import PipelineError, ScrapeParams
 
 log = logging.getLogger("pipeline.web.http")
 
@@ -114,8 +114,8 @@ class PoliteSession:
     runs on the real clock, so a test that records sleeps cannot switch politeness off by accident.
     """
 
-    def __init__(self, user_agent: str, rate: float = 1.0, timeout: float = 30.0,
-                 retries: int = 4, backoff: float = 1.0, max_backoff: float = 60.0,
+    def __init__(self, user_agent: str, rate: float, timeout: float = ScrapeParams.timeout,
+                 retries: int = ScrapeParams.retries, backoff: float = 1.0, max_backoff: float = 60.0,
                  default_retry_after: float = 30.0, max_retry_after: float = 300.0,
                  respect_robots: bool = True,
                  sleep: Callable[[float], None] = time.sleep) -> None:
