@@ -279,7 +279,7 @@ class OursContestant:
         bf16, channels_last = self.step_fn.bf16, self.step_fn.channels_last
         self.batch_size = max(1, min(params.batch_size, len(self.faces)))
         self.indices = EpochIndices(self.faces, self.batch_size)
-        self.totals = torch.zeros(5, device=device)
+        self.totals = torch.zeros(6, device=device)
         self.device = device
         compiled = use_compile(params.compile, device)
         where = device.type if self.faces.resident else "host memory, copied per batch"

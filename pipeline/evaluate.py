@@ -1,70 +1,108 @@
-"""Stage evaluate: FID, KID, face rate and a memorisation check of the generator against the data.
+"""Stage evaluate: score train's snapshots, keep the best as models/best.pt, and check it for copying.
 
-python -m pipeline.evaluate [--params params.yaml] [--generator models/generator.pt]
-                            [--manifest data/manifest.csv] [--output metrics]
+python -m pipeline.evaluate [--params params.yaml] [--snapshots models/snapshots]
+                            [--manifest data/manifest.csv] [--best models/best.pt] [--output metrics]
 
-FID and KID compare generated faces with the val split through torch-fidelity's Inception (the
-standard FID features). Its weights come from evaluate.inception_weights, $ANIME_FACE_INCEPTION_WEIGHTS
-or the torch hub cache, else are downloaded once; with none of those, both are reported as
-unavailable (null), never estimated some other way. The train stage scores its generator with the
-same Evaluator while it trains (pipeline/evaluation/).
+Every evaluate.snapshots-th snapshot (counted back from the last, which is always scored) gets
+evaluate.snapshot_samples samples: FID and KID against the train split with torch-fidelity's
+Inception (weights from evaluate.inception_weights, $ANIME_FACE_INCEPTION_WEIGHTS or the torch hub
+cache, else downloaded once; offline without them both are null, never estimated some other way),
+and the face rate. The best snapshot (FID where it is reliable, else KID, else the face rate) becomes
+models/best.pt and is scored again on evaluate.samples samples for eval.json, with the memorisation
+check. A damaged snapshot is left out and counted.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.cli import run_stage, stage_parser
 from pipeline.core.devices import resolve_device
-from pipeline.core.files import save_png, write_json
-from pipeline.core.params import CropParams, EvaluateParams, read_section
+from pipeline.core.files import save_png, write_csv, write_json
+from pipeline.core.params import read_section
 from pipeline.data.faces import load_faces
-from pipeline.evaluation.memorisation import memorisation, neighbour_sheet
-from pipeline.evaluation.scoring import Evaluator, Scores
-from pipeline.models.networks import load_generator
+from pipeline.evaluation.memorisation import memorisation, neighbour_sheet, verdict
+from pipeline.evaluation.scoring import Evaluator
+from pipeline.evaluation.snapshots import (
+    best_of,
+    chosen,
+    curve_rows,
+    list_snapshots,
+    load_snapshots,
+    score_snapshots,
+)
+from pipeline.models.networks import save_generator
 
 log = logging.getLogger("pipeline.evaluate")
 
+# the columns `dvc exp show` compares across experiments; words go to eval_details.json
+METRICS = ("fid", "fid_reliable", "kid_mean", "kid_std", "face_rate", "face_rate_real",
+           "near_copies_samples", "near_copies_val", "copies_train_faces", "nn_distance_samples",
+           "nn_distance_val", "best_epoch", "samples", "reference_images", "val_faces",
+           "snapshots_scored", "snapshots_damaged")
 
-def evaluate(params: EvaluateParams, crop: CropParams, generator_path: Path, manifest: Path,
-             output: Path) -> Scores:
-    """Write eval.json and nearest_neighbours.png for one generator; return the metrics."""
+
+@dataclass(frozen=True)
+class Paths:
+    snapshots: Path
+    manifest: Path
+    best: Path
+    output: Path
+
+
+def evaluate(params_path: Path, paths: Paths) -> dict:
+    """Score, choose, write best.pt (last: a killed run leaves the previous one), return eval.json."""
+    params = read_section("evaluate", params_path)
+    crop = read_section("crop", params_path)
+    distance = max(read_section("manifest", params_path).dedup_distance, 0)
     device = resolve_device(params.device, "evaluate.device")
-    generator, payload = load_generator(generator_path, device)
-    size = generator.config.image_size
-    val = load_faces(manifest, "val", size)
-    train = load_faces(manifest, "train", size)
-    evaluator = Evaluator.prepare(val, params, crop, device)
-    samples = evaluator.sample(generator)
+    scored, damaged = load_snapshots(chosen(list_snapshots(paths.snapshots), params.snapshots), device)
+    size = scored[-1].generator.config.image_size  # one run's snapshots share their config
+    train = load_faces(paths.manifest, "train", size)
+    val = load_faces(paths.manifest, "val", size)
+    evaluator = Evaluator.prepare(train, val, params, crop, device)
+    score_snapshots(scored, evaluator, params.snapshot_samples)
+    best, metric = best_of(scored)
+    samples = evaluator.sample(best.generator, params.samples)
     scores = evaluator.score_images(samples)
-    distances, neighbours = memorisation(samples, val[:params.samples], train, device)
-    scores |= distances
-    scores |= {"samples": len(samples), "val_faces": len(val), "train_faces": len(train),
-               "generator_epoch": payload["epoch"]}
+    copying, neighbours = memorisation(samples, val[:params.samples], train, distance, device)
+    scores |= copying | {
+        "best_epoch": best.snapshot.epoch, "samples": len(samples), "reference_images": len(train),
+        "val_faces": len(val), "snapshots_scored": len(scored), "snapshots_damaged": len(damaged)}
     shown = min(params.nearest, len(samples))
-    save_png(neighbour_sheet(samples[:shown], train, neighbours[:shown]), output / "nearest_neighbours.png")
-    write_json(output / "eval.json", scores)
-    log.info("FID %s, KID %s, face rate %.3f (real %.3f), NN distance %.3f (val %.3f)",
-             scores["fid"], scores["kid_mean"], scores["face_rate"], scores["face_rate_real"],
-             scores["nn_distance_samples"], scores["nn_distance_val"])
-    return scores
+    save_png(neighbour_sheet(samples[:shown], train, neighbours[:shown]),
+             paths.output / "nearest_neighbours.png")
+    write_csv(paths.output / "snapshots.csv", curve_rows(scored))
+    details = {"fid_status": scores["fid_status"], "selected_by": metric,
+               "memorisation": verdict(copying), "damaged_snapshots": damaged}
+    write_json(paths.output / "eval_details.json", details)
+    metrics = {name: scores[name] for name in METRICS}
+    write_json(paths.output / "eval.json", metrics)
+    save_generator(paths.best, best.generator, best.generator.config, ema=best.payload["ema"],
+                   epoch=best.snapshot.epoch, extra={"selected_by": metric})
+    log.info("best: epoch %d by %s; FID %s, KID %s, face rate %.3f (real %s); %s", best.snapshot.epoch,
+             metric, scores["fid"], scores["kid_mean"], scores["face_rate"], scores["face_rate_real"],
+             details["memorisation"])
+    return metrics
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--generator", type=Path, default=Path("models/generator.pt"),
-                        help="generator to evaluate (default: %(default)s)")
+    parser.add_argument("--snapshots", type=Path, default=Path("models/snapshots"),
+                        help="train's generator snapshots (default: %(default)s)")
     parser.add_argument("--manifest", type=Path, default=Path("data/manifest.csv"),
-                        help="face manifest: val faces to compare with, train faces to search "
-                             "(default: %(default)s)")
+                        help="face manifest: train faces to compare with, val faces for the real "
+                             "face rate (default: %(default)s)")
+    parser.add_argument("--best", type=Path, default=Path("models/best.pt"),
+                        help="where the best snapshot is written (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("metrics"),
-                        help="folder for eval.json and nearest_neighbours.png (default: %(default)s)")
+                        help="folder for eval.json, eval_details.json, snapshots.csv and "
+                             "nearest_neighbours.png (default: %(default)s)")
     args = parser.parse_args(argv)
-    params = read_section("evaluate", args.params)
-    crop = read_section("crop", args.params)
-    evaluate(params, crop, args.generator, args.manifest, args.output)
+    evaluate(Path(args.params), Paths(args.snapshots, args.manifest, args.best, args.output))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Sample a trained generator without DVC: a grid of faces, or latent interpolations.
 
-python -m pipeline.generate --n 64 --seed 7 --out faces.png [--generator models/generator.pt]
+python -m pipeline.generate --n 64 --seed 7 --out faces.png [--generator models/best.pt]
                             [--size 96] [--temperature 1.0] [--interpolate STEPS] [--fps 12]
 
 The pictures come from the render stage's own functions, so `--n 64 --seed 7` is
@@ -40,7 +40,7 @@ def checked(kind: Callable[[str], T], ok: Callable[[T], bool], rule: str) -> Cal
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.generate", description=__doc__.splitlines()[0])
-    parser.add_argument("--generator", type=Path, default=Path("models/generator.pt"),
+    parser.add_argument("--generator", type=Path, default=Path("models/best.pt"),
                         help="generator file written by the train stage (default: %(default)s)")
     parser.add_argument("--n", type=checked(int, lambda n: 1 <= n <= 4096, "must be in [1, 4096]"),
                         default=64,

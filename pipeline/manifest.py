@@ -27,11 +27,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=Path("data/manifest.csv"),
                         help="manifest CSV (default: %(default)s)")
     parser.add_argument("--stats", type=Path, default=Path("data/manifest_stats.json"),
-                        help="counts per split and tag, and of dropped faces (default: %(default)s)")
+                        help="counts of faces and posts per split, and of dropped faces "
+                             "(default: %(default)s)")
+    parser.add_argument("--tags", type=Path, default=Path("data/tag_counts.json"),
+                        help="faces per tag (default: %(default)s)")
     args = parser.parse_args(argv)
     params = read_section("manifest", args.params)
-    stats = build_manifest(params, args.input, args.posts, args.output)
+    stats, tags = build_manifest(params, args.input, args.posts, args.output)
     write_json(args.stats, stats)
+    write_json(args.tags, tags)
 
 
 if __name__ == "__main__":

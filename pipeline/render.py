@@ -41,7 +41,7 @@ FINAL_FRAME_MS = 1500  # the timelapse holds its last frame, the generator as it
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, default=Path("models"),
-                        help="folder holding generator.pt and dvclive/ (default: %(default)s)")
+                        help="folder holding best.pt and dvclive/ (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("reports"),
                         help="folder for the pictures and index.html (default: %(default)s)")
     parser.add_argument("--data", type=Path, default=Path("data"),
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = read_section("render", args.params)
     out = args.output
     # Every input is read before anything is written: a failure leaves no half-updated report.
-    generator, payload = load_generator(args.input / "generator.pt", torch.device("cpu"))
+    generator, payload = load_generator(args.input / "best.pt", torch.device("cpu"))
     curves = read_curves(args.input / METRICS_DIR)
     timelapse = read_timelapse(args.input / SAMPLES_DIR)
     report = read_inputs(ReportSources(params=Path(args.params), pictures=out, data=args.data,

@@ -1,4 +1,10 @@
-"""Shared fixtures: the test data beside the project (../shared), found or skipped with a reason."""
+"""Fixtures: faces cut from the demo art's drawings, the face cascade, and the opt-in real images.
+
+The default run needs nothing beside the project: the faces are drawn by pipeline/web/demo_art.py
+and the cascade comes through the project's own download-and-verify (or $LBPCASCADE_ANIMEFACE).
+Tests marked `realdata` run on real photographs, only when ANIME_FACE_TESTDATA names a folder
+with illustrations/ (40 real 1920x1080 wallpapers) and faces96/ (2,000 real 96 px face crops).
+"""
 
 from __future__ import annotations
 
@@ -10,33 +16,76 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ANIME_FACE_SHARED", ROOT.parent / "shared"))
+from pipeline.core.params import PipelineError
+from pipeline.vision.cascade import CASCADE_ENV, resolve_cascade
+from pipeline.web.demo_art import draw_artwork
+
+TESTDATA_ENV = "ANIME_FACE_TESTDATA"
+REALDATA_REASON = f"real-image test: set {TESTDATA_ENV} to a folder with illustrations/ and faces96/"
+DEMO_FACES = 48  # enough for every test that takes faces (evaluate's manifest takes 42)
 
 
-def shared_path(relative: str) -> Path:
-    path = SHARED / relative
-    if not path.exists():
-        if os.environ.get("CI"):
-            raise FileNotFoundError(f"{path} is missing; CI always has ../shared")
-        pytest.skip(f"{path} not found (test data lives in ../shared beside the project)")
-    return path
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without ANIME_FACE_TESTDATA the real-image tests are skipped, with the reason."""
+    if os.environ.get(TESTDATA_ENV):
+        return
+    skip = pytest.mark.skip(reason=REALDATA_REASON)
+    for item in items:
+        if item.get_closest_marker("realdata"):
+            item.add_marker(skip)
+
+
+def testdata(request: pytest.FixtureRequest, name: str) -> Path:
+    """A folder of the real test data; only a test marked realdata may ask for one."""
+    if request.node.get_closest_marker("realdata") is None:
+        pytest.fail(f"{request.node.nodeid} uses the real test images: mark it realdata", pytrace=False)
+    root = Path(os.environ[TESTDATA_ENV]).expanduser()  # set: unmarked and unset tests never get here
+    folder = root / name
+    if not folder.is_dir():
+        pytest.fail(f"{TESTDATA_ENV} is {root}, which has no {name}/ folder", pytrace=False)
+    return folder
+
+
+@pytest.fixture
+def illustrations(request: pytest.FixtureRequest) -> Path:
+    """40 real 1920x1080 wallpapers (opt-in: realdata)."""
+    return testdata(request, "illustrations")
+
+
+@pytest.fixture
+def real_faces(request: pytest.FixtureRequest) -> Path:
+    """2,000 real 96 px face crops, 00000.jpg to 01999.jpg (opt-in: realdata)."""
+    return testdata(request, "faces96")
 
 
 @pytest.fixture(scope="session")
 def cascade_path() -> Path:
-    configured = os.environ.get("LBPCASCADE_ANIMEFACE")
-    return Path(configured) if configured else shared_path("lbpcascade_animeface.xml")
+    """lbpcascade_animeface.xml: $LBPCASCADE_ANIMEFACE, else the project's download, verified and
+    cached. Never skipped: offline without the variable, the tests fail with the project's error."""
+    configured = os.environ.get(CASCADE_ENV)
+    if configured:
+        return Path(configured)
+    try:
+        return resolve_cascade(None)
+    except PipelineError as error:
+        message = str(error)
+    pytest.fail(message, pytrace=False)  # outside the except: the one line, without a traceback
 
 
 @pytest.fixture(scope="session")
-def illustrations() -> Path:
-    return shared_path("testdata/illustrations")
-
-
-@pytest.fixture(scope="session")
-def shared_faces() -> Path:
-    return shared_path("testdata/faces96")
+def demo_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """48 face crops, 96x96 JPEGs 00000.jpg to 00047.jpg, cut from the demo art's drawings (seed 0,
+    posts 0 on) at the face boxes the drawings report. Every test gets this one folder: read, never write."""
+    folder = tmp_path_factory.mktemp("demo_faces")
+    count, post_id = 0, 0
+    while count < DEMO_FACES:
+        art = draw_artwork(0, post_id)
+        for x, y, w, h in art.faces[:DEMO_FACES - count]:
+            face = art.image.crop((x, y, x + w, y + h)).resize((96, 96), Image.Resampling.BOX)
+            face.save(folder / f"{count:05d}.jpg", quality=95)
+            count += 1
+        post_id += 1
+    return folder
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Booru-shaped test servers on 127.0.0.1 whose posts and faults each test scripts itself.
 
 One FakeBooru plays a Moebooru (listing HTML and post.json), a Danbooru (posts.json) or a Gelbooru
-0.2 (the dapi) site, in the shapes of ../shared/booru-formats.md, awkward parts included:
+0.2 (the dapi) site, in the shapes those sites serve, awkward parts included:
 protocol-relative URLs, `&amp;` in hrefs, deleted posts without files, Danbooru's 410 past page
 1000 and its `page=b<id>`, Gelbooru's empty sample_url and empty body for no results. Every
 request is recorded with its arrival time, so tests measure politeness on the server side.

@@ -1,4 +1,4 @@
-"""benchmarks/train_throughput.py runs end to end, on generated faces so no shared data is needed."""
+"""benchmarks/train_throughput.py runs end to end, on generated faces so no test data is needed."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from pipeline.web.boorus import (
 
 PAGE_URL = "https://konachan.net/post?page=2&tags=barefoot"
 
-# As konachan.net serves it (../shared/booru-formats.md): one post with its Post.register line,
+# The Moebooru markup konachan.net serves: one post with its Post.register line,
 # one without (parsed from the markup alone), one deleted post without a file link.
 KONACHAN_PAGE = """<html><head><link rel="next" href="/post?page=3"></head><body>
 <ul id="post-list-posts">

@@ -38,7 +38,7 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.delenv(CASCADE_ENV, raising=False)
 
 
-def test_shared_copy_has_the_known_hash(cascade_path):
+def test_the_cascade_in_use_has_the_known_hash(cascade_path):
     assert hashlib.sha256(cascade_path.read_bytes()).hexdigest() == CASCADE_SHA256
 
 

@@ -1,5 +1,10 @@
+"""The crop stage: faces found in demo-art drawings whose face boxes are known, corrupt input,
+a killed run, margins, passthrough; and, opt-in (realdata), the face count on real wallpapers."""
+
 import json
 import shutil
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -7,12 +12,14 @@ from PIL import Image
 
 from pipeline.crop_faces import main
 from pipeline.vision.cropping import centre_square, cut, grow_box
+from pipeline.web.demo_art import Artwork, draw_artwork
 
 
 @pytest.fixture
 def crop_params(tmp_path, cascade_path):
+    """The cascade's reference settings (the defaults) and no margin: crops are the detected boxes."""
     path = tmp_path / "params.yaml"
-    path.write_text(f"crop:\n  cascade: {cascade_path}\n  workers: 2\n")
+    path.write_text(f"crop:\n  cascade: {cascade_path}\n  workers: 2\n  margin: 0\n")
     return path
 
 
@@ -20,8 +27,56 @@ def read_boxes(folder):
     return [json.loads(line) for line in (folder / "boxes.jsonl").read_text().splitlines()]
 
 
+DRAWING_SIZE = (1280, 720)
+DRAWN_POSTS = range(8)  # seed 0: 10 faces in 8 drawings, every one found by the cascade
+
+
+class Drawings(NamedTuple):
+    folder: Path  # the drawings as JPEGs: drawing_000.jpg, ...
+    arts: dict[str, Artwork]  # by file name: the picture and the face boxes it was drawn with
+
+    def faces(self) -> int:
+        return sum(len(art.faces) for art in self.arts.values())
+
+
+@pytest.fixture(scope="module")
+def drawings(tmp_path_factory) -> Drawings:
+    folder = tmp_path_factory.mktemp("drawings")
+    arts = {}
+    for post_id in DRAWN_POSTS:
+        art = draw_artwork(0, post_id, *DRAWING_SIZE)
+        art.image.save(folder / f"drawing_{post_id:03d}.jpg", quality=95)
+        arts[f"drawing_{post_id:03d}.jpg"] = art
+    return Drawings(folder, arts)
+
+
+def test_finds_the_drawn_faces(tmp_path, crop_params, drawings):
+    """Every face drawn in the drawings is found once, where it was drawn, and cut at 96 px."""
+    output, stats_file = tmp_path / "faces", tmp_path / "stats.json"
+    main(["--params", str(crop_params), "--input", str(drawings.folder), "--output", str(output),
+          "--stats", str(stats_file)])
+    stats = json.loads(stats_file.read_text())
+    assert stats["images"] == len(drawings.arts) and stats["unreadable"] == 0
+    assert stats["faces"] == drawings.faces() and stats["faces_padded"] == 0
+    records = read_boxes(output)
+    assert len(records) == drawings.faces()
+    for name, art in drawings.arts.items():
+        found = [r["box"] for r in records if r["source_image"] == name]
+        assert len(found) == len(art.faces), name
+        for fx, fy, fw, fh in art.faces:  # one detection centred in each drawn face box
+            assert sum(fx <= x + w / 2 < fx + fw and fy <= y + h / 2 < fy + fh
+                       for x, y, w, h in found) == 1, (name, found, art.faces)
+    for record in records:
+        assert record["crop_box"] == record["box"]  # crop.margin 0
+        assert (record["image_width"], record["image_height"]) == DRAWING_SIZE
+        with Image.open(output / record["face"]) as face:
+            assert face.size == (96, 96)
+
+
+@pytest.mark.realdata
 def test_finds_faces_in_real_wallpapers(tmp_path, crop_params, illustrations):
-    """The seed recipe finds 22 faces in the 40 shared wallpapers (../shared/README.md)."""
+    """The cascade at its reference settings (scaleFactor 1.1, minNeighbors 5, minSize 48) finds
+    22 faces in the 40 real wallpapers of illustrations/."""
     output, stats_file = tmp_path / "faces", tmp_path / "stats.json"
     main(["--params", str(crop_params), "--input", str(illustrations), "--output", str(output),
           "--stats", str(stats_file)])
@@ -38,11 +93,13 @@ def test_finds_faces_in_real_wallpapers(tmp_path, crop_params, illustrations):
             assert face.size == (96, 96)
 
 
-def test_corrupt_images_are_counted_and_skipped(tmp_path, crop_params, illustrations):
+def test_corrupt_images_are_counted_and_skipped(tmp_path, crop_params, drawings):
     source = tmp_path / "in"
     source.mkdir()
-    shutil.copy(illustrations / "wallpaper_002.jpg", source / "good.jpg")
-    data = (illustrations / "wallpaper_003.jpg").read_bytes()
+    shutil.copy(drawings.folder / "drawing_000.jpg", source / "good.jpg")
+    drawn = len(drawings.arts["drawing_000.jpg"].faces)
+    assert drawn > 0
+    data = (drawings.folder / "drawing_001.jpg").read_bytes()
     (source / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (source / "garbage.png").write_bytes(b"\x89PNG not really")
     (source / "notes.txt").write_text("not an image, not even listed")
@@ -52,7 +109,7 @@ def test_corrupt_images_are_counted_and_skipped(tmp_path, crop_params, illustrat
     main(["--params", str(crop_params), "--input", str(source), "--output", str(output),
           "--stats", str(tmp_path / "stats.json")])
     stats = json.loads((tmp_path / "stats.json").read_text())
-    assert stats["images"] == 3 and stats["unreadable"] == 2 and stats["faces"] == 2
+    assert stats["images"] == 3 and stats["unreadable"] == 2 and stats["faces"] == drawn
     assert not (output / "stale_0.png").exists()  # the output is replaced, not mixed
     assert not list(tmp_path.glob(".*.partial"))
 
@@ -66,15 +123,20 @@ def test_missing_input_is_one_line(tmp_path, crop_params, capsys):
     assert capsys.readouterr().err.strip().count("\n") == 0
 
 
-def test_killed_run_keeps_the_previous_output(tmp_path, crop_params, illustrations):
+def test_killed_run_keeps_the_previous_output(tmp_path, crop_params, drawings):
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    source = tmp_path / "in"  # the drawings five times over: a run long enough to kill halfway
+    source.mkdir()
+    for copy in range(5):
+        for name in drawings.arts:
+            shutil.copy(drawings.folder / name, source / f"{copy}_{name}")
     output = tmp_path / "faces"
-    args = ["--params", str(crop_params), "--input", str(illustrations), "--output", str(output),
+    args = ["--params", str(crop_params), "--input", str(source), "--output", str(output),
             "--stats", str(tmp_path / "stats.json")]
     main(args)
     before = (output / "boxes.jsonl").read_text()
@@ -85,10 +147,12 @@ def test_killed_run_keeps_the_previous_output(tmp_path, crop_params, illustratio
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not list(staging.glob("*.png")):
         time.sleep(0.02)
+    assert child.poll() is None, "the run ended before it could be killed"
     child.send_signal(signal.SIGKILL)
     child.wait()
+    assert list(staging.glob("*.png"))  # killed halfway: its partial output is left behind
     assert (output / "boxes.jsonl").read_text() == before
-    assert len(list(output.glob("*.png"))) == 22
+    assert len(list(output.glob("*.png"))) == len(before.splitlines()) == 5 * drawings.faces()
     main(args)  # and the rerun completes
     assert (output / "boxes.jsonl").read_text() == before and not staging.exists()
 
@@ -115,12 +179,8 @@ def test_cut_pads_with_the_edge_pixels_where_the_box_leaves_the_picture():
     assert np.array_equal(around, np.pad(image, ((5, 5), (5, 5), (0, 0)), mode="edge"))
 
 
-def test_margin_grows_the_detected_box_and_pads_at_the_edge(tmp_path, cascade_path, illustrations):
-    """wallpaper_025's face is 432 px wide, 164 px from the right edge: a 0.5 margin leaves the picture."""
-    source = tmp_path / "in"
-    source.mkdir()
-    for name in ("wallpaper_002.jpg", "wallpaper_025.jpg"):
-        shutil.copy(illustrations / name, source / name)
+def run_margins(tmp_path, cascade_path, source):
+    """Crop `source` with margin 0 and 0.5 (64 px faces); {margin: (output folder, records)}."""
     runs = {}
     for margin in (0.0, 0.5):
         params = tmp_path / f"params_{margin}.yaml"
@@ -129,6 +189,54 @@ def test_margin_grows_the_detected_box_and_pads_at_the_edge(tmp_path, cascade_pa
         main(["--params", str(params), "--input", str(source), "--output", str(output),
               "--stats", str(tmp_path / f"stats_{margin}.json")])
         runs[margin] = (output, read_boxes(output))
+    return runs
+
+
+def test_margin_grows_the_detected_box_and_pads_at_the_edge_of_a_drawing(tmp_path, cascade_path,
+                                                                         drawings):
+    """A drawing cut a quarter face past its one face's right side: a 0.5 margin leaves the picture
+    there; another drawing's faces keep the margin inside."""
+    inner = drawings.arts["drawing_003.jpg"]
+    edge_art = drawings.arts["drawing_006.jpg"]
+    [(x, y, w, h)] = edge_art.faces
+    width = x + w + w // 4
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copy(drawings.folder / "drawing_003.jpg", source / "inner.jpg")
+    edge_art.image.crop((0, 0, width, DRAWING_SIZE[1])).save(source / "edge.jpg", quality=95)
+
+    runs = run_margins(tmp_path, cascade_path, source)
+    plain, grown = runs[0.0][1], runs[0.5][1]
+    assert [r["source_image"] for r in grown] == ["edge.jpg"] + ["inner.jpg"] * len(inner.faces)
+    assert [r["box"] for r in grown] == [r["box"] for r in plain]
+    padded = []
+    for record in grown:
+        x, y, w, h = record["box"]
+        cx, cy, cw, ch = record["crop_box"]
+        assert cw == ch == w + 2 * round(0.5 * w) and (cx + cw / 2, cy + ch / 2) == (x + w / 2, y + h / 2)
+        if cx < 0 or cy < 0 or cx + cw > record["image_width"] or cy + ch > record["image_height"]:
+            padded.append(record)
+        with Image.open(runs[0.5][0] / record["face"]) as face:
+            assert face.size == (64, 64)
+    assert [r["source_image"] for r in padded] == ["edge.jpg"]
+    assert json.loads((tmp_path / "stats_0.5.json").read_text())["faces_padded"] == 1
+    cx, cy, cw, ch = padded[0]["crop_box"]
+    assert padded[0]["image_width"] == width and cx >= 0 and cy >= 0 and cy + ch <= DRAWING_SIZE[1]
+    assert (cx + cw - width) * 64 / cw > 4  # more than the 3 columns checked below are padding
+    with Image.open(runs[0.5][0] / padded[0]["face"]) as face:
+        right = np.asarray(face.convert("RGB"), dtype=int)[:, -3:]
+    assert np.abs(np.diff(right, axis=1)).max() <= 1  # the edge column, repeated
+    assert np.ptp(right[:, -1], axis=0).max() > 0  # which is not a flat colour
+
+
+@pytest.mark.realdata
+def test_margin_grows_the_detected_box_and_pads_at_the_edge(tmp_path, cascade_path, illustrations):
+    """wallpaper_025's face is 432 px wide, 164 px from the right edge: a 0.5 margin leaves the picture."""
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("wallpaper_002.jpg", "wallpaper_025.jpg"):
+        shutil.copy(illustrations / name, source / name)
+    runs = run_margins(tmp_path, cascade_path, source)
     plain, grown = runs[0.0][1], runs[0.5][1]
     assert len(grown) == 3 and [r["box"] for r in grown] == [r["box"] for r in plain]
     for record in grown:
@@ -145,16 +253,18 @@ def test_margin_grows_the_detected_box_and_pads_at_the_edge(tmp_path, cascade_pa
     assert np.abs(np.diff(right, axis=1)).max() <= 1  # the edge column, repeated
 
 
-def test_passthrough_square_crops_faces_without_a_cascade(tmp_path, shared_faces, monkeypatch):
+def test_passthrough_square_crops_faces_without_a_cascade(tmp_path, demo_faces, monkeypatch):
     monkeypatch.setenv("LBPCASCADE_ANIMEFACE", str(tmp_path / "no_cascade_here.xml"))
     params = tmp_path / "params.yaml"
     params.write_text(f"crop:\n  mode: passthrough\n  cascade: {tmp_path / 'nope.xml'}\n"
                       "  size: 64\n  margin: 0.5\n  workers: 2\n")
     output = tmp_path / "faces"
-    main(["--params", str(params), "--input", str(shared_faces), "--output", str(output),
+    main(["--params", str(params), "--input", str(demo_faces), "--output", str(output),
           "--stats", str(tmp_path / "stats.json")])
     stats = json.loads((tmp_path / "stats.json").read_text())
-    assert stats == {"images": 2000, "unreadable": 0, "images_with_faces": 2000, "faces": 2000,
+    count = len(list(demo_faces.glob("*.jpg")))
+    assert count > 1
+    assert stats == {"images": count, "unreadable": 0, "images_with_faces": count, "faces": count,
                      "faces_padded": 0}
     records = read_boxes(output)
     assert records[0]["face"] == "00000_0.png" and records[0]["source_image"] == "00000.jpg"

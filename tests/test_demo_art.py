@@ -6,7 +6,6 @@ faces, so the detection test runs the reference detector settings on the drawing
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -17,13 +16,6 @@ from pipeline.web.demo_art import EYE_COLOURS, HAIR_COLOURS, Artwork, Colour, dr
 
 COUNT_TAGS = {"1girl": 1, "2girls": 2, "3girls": 3, "4girls": 4, "5girls": 5}
 POSTS = range(60)
-
-
-def cascade_path() -> Path:
-    configured = os.environ.get("LBPCASCADE_ANIMEFACE")
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "lbpcascade_animeface.xml"
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +100,9 @@ def matches(detection: tuple[int, ...], face: tuple[int, ...]) -> bool:
     return overlap / (dw * dh + fw * fh - overlap) > 0.3
 
 
-def test_lbpcascade_animeface_finds_the_drawn_faces(artworks: list[Artwork]) -> None:
-    path = cascade_path()
-    if not path.is_file():
-        pytest.skip(f"lbpcascade_animeface.xml not found at {path}; "
-                    "set LBPCASCADE_ANIMEFACE to its path")
-    cascade = cv2.CascadeClassifier(str(path))
+def test_lbpcascade_animeface_finds_the_drawn_faces(artworks: list[Artwork], cascade_path: Path) -> None:
+    cascade = cv2.CascadeClassifier(str(cascade_path))
+    assert not cascade.empty()
     faces = found = detections = strays = 0
     for art in artworks:
         bgr = cv2.cvtColor(np.asarray(art.image), cv2.COLOR_RGB2BGR)

@@ -1,5 +1,5 @@
-"""The evaluate stage: FID and KID against hand values and torch-fidelity, the face rate on real
-faces, the memorisation check, offline behaviour, and the stage's files."""
+"""The evaluate stage: FID and KID against hand values and torch-fidelity, the face rate on faces
+drawn by the demo art, the memorisation check, offline behaviour, and the stage's files."""
 
 from __future__ import annotations
 
@@ -111,9 +111,10 @@ def test_nearest_faces_finds_copies_and_mirrors_across_chunks() -> None:
 
 
 @pytest.fixture(scope="module")
-def manifest(shared_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first real faces of ../shared as a manifest: 12 val, 30 train (absolute paths)."""
-    paths = sorted(shared_faces.glob("*.jpg"))[:VAL_FACES + TRAIN_FACES]
+def manifest(demo_faces: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first faces cut from the demo art as a manifest: 12 val, 30 train (absolute paths)."""
+    paths = sorted(demo_faces.glob("*.jpg"))[:VAL_FACES + TRAIN_FACES]
+    assert len(paths) == VAL_FACES + TRAIN_FACES
     path = tmp_path_factory.mktemp("data") / "manifest.csv"
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, MANIFEST_FIELDS)
@@ -137,10 +138,10 @@ def detector(cascade_path: Path) -> FaceDetector:
 
 @pytest.fixture
 def generator_path(tmp_path: Path) -> Path:
-    """A tiny untrained generator: its faces are nothing like the real ones, which is the point."""
+    """A tiny untrained generator: its faces are nothing like the drawn ones, which is the point."""
     torch.manual_seed(0)
     config = NetConfig(image_size=48, ngf=8)
-    path = tmp_path / "models" / "generator.pt"
+    path = tmp_path / "models" / "snapshots" / "epoch-00003.pt"
     save_generator(path, Generator(config), config, ema=True, epoch=3)
     return path
 
@@ -161,35 +162,37 @@ SMALL = EvaluateParams(samples=20, batch_size=8, nearest=3, device="cpu", seed=1
 
 def test_evaluator_scores_real_and_generated_faces(val: torch.Tensor, detector: FaceDetector,
                                                    generator_path: Path) -> None:
-    evaluator = Evaluator(val, SMALL, CPU, stand_in_features(), detector)
+    evaluator = Evaluator(val, val, SMALL, CPU, stand_in_features(), detector)
 
     real = evaluator.score_images(val)
     assert real["fid"] == pytest.approx(0.0, abs=1e-6)  # float32 features
     assert real["face_rate"] == real["face_rate_real"]
-    assert real["face_rate_real"] >= 0.5  # the cascade finds faces in real crops, upscaled from 48 px
+    assert real["face_rate_real"] >= 0.5  # the cascade finds faces in the val crops, upscaled from 48 px
 
     generator, _ = load_generator(generator_path)
     generator.train()
-    scores = evaluator.score(generator)
-    assert generator.training  # left as it was: train scores its EMA generator mid-run
-    assert scores["fid_status"] == "ok"
+    scores = evaluator.score(generator, SMALL.samples)
+    assert generator.training  # left as it was
+    assert scores["fid_status"].startswith("unreliable: 12 train faces and 20 samples")
+    assert scores["fid_reliable"] is False
     assert scores["fid"] > 1.0 and scores["kid_mean"] > 10 * scores["kid_std"] > 0
     assert scores["face_rate"] == 0.0  # flat grey: no face
     assert scores["face_rate_real"] == real["face_rate_real"]
-    assert evaluator.score(generator) == scores  # seeded noise, nothing consumed between calls
+    assert evaluator.score(generator, SMALL.samples) == scores  # seeded noise, nothing consumed between calls
 
 
 def test_evaluator_without_features_reports_why(val: torch.Tensor, generator_path: Path) -> None:
     generator, _ = load_generator(generator_path)
-    scores = Evaluator(val, SMALL, CPU, "no weights here", None).score(generator)
-    assert scores == {"fid": None, "kid_mean": None, "kid_std": None, "face_rate": None,
-                      "face_rate_real": None, "fid_status": "unavailable: no weights here"}
+    scores = Evaluator(val, val, SMALL, CPU, "no weights here", None).score(generator, SMALL.samples)
+    assert scores == {"fid": None, "fid_reliable": False, "kid_mean": None, "kid_std": None,
+                      "face_rate": None, "face_rate_real": None,
+                      "fid_status": "unavailable: no weights here"}
 
 
 def test_memorisation_shows_copied_faces_closer_than_val(val: torch.Tensor, manifest: Path) -> None:
     train = load_faces(manifest, "train", 48)
     copies = torch.stack([train[4], train[9].flip(2), train[0]])
-    distances, neighbours = memorisation(copies, val, train, CPU)
+    distances, neighbours = memorisation(copies, val, train, 4, CPU)
     assert distances["nn_distance_samples"] == pytest.approx(0.0, abs=5e-3)  # float32 cdist rounding
     assert distances["nn_distance_val"] > 0.1
     assert neighbours[:, 0].tolist() == [4, TRAIN_FACES + 9, 0]
@@ -265,13 +268,14 @@ def test_weights_come_from_the_param_then_the_environment(tmp_path: Path,
 
 def write_params(path: Path, cascade: Path) -> Path:
     path.write_text(f"crop:\n  cascade: {cascade}\n"
-                    "evaluate:\n  samples: 8\n  batch_size: 4\n  nearest: 3\n  device: cpu\n")
+                    "evaluate:\n  samples: 8\n  snapshot_samples: 4\n  batch_size: 4\n  nearest: 3\n"
+                    "  device: cpu\n")
     return path
 
 
 def run_stage(params: Path, generator: Path, manifest: Path, output: Path) -> dict:
-    main(["--params", str(params), "--generator", str(generator), "--manifest", str(manifest),
-          "--output", str(output)])
+    main(["--params", str(params), "--snapshots", str(generator.parent), "--manifest", str(manifest),
+          "--best", str(output / "best.pt"), "--output", str(output)])
     return json.loads((output / "eval.json").read_text())
 
 
@@ -283,16 +287,19 @@ def test_stage_offline_writes_every_other_metric_and_the_sheet(
     metrics = run_stage(params, generator_path, manifest, tmp_path / "first")
 
     assert metrics["fid"] is None and metrics["kid_mean"] is None and metrics["kid_std"] is None
-    assert metrics["fid_status"].startswith("unavailable: no Inception weights, download failed")
+    details = json.loads((tmp_path / "first" / "eval_details.json").read_text())
+    assert details["fid_status"].startswith("unavailable: no Inception weights, download failed")
     assert metrics["face_rate"] == 0.0 and metrics["face_rate_real"] >= 0.5
     assert metrics["nn_distance_samples"] > 0 and metrics["nn_distance_val"] > 0
-    assert (metrics["samples"], metrics["val_faces"], metrics["train_faces"]) == (8, VAL_FACES, TRAIN_FACES)
-    assert metrics["generator_epoch"] == 3
+    assert (metrics["samples"], metrics["val_faces"], metrics["reference_images"]) == (8, VAL_FACES,
+                                                                                      TRAIN_FACES)
+    assert metrics["best_epoch"] == 3 and metrics["snapshots_scored"] == 1
     with Image.open(tmp_path / "first" / "nearest_neighbours.png") as sheet:
         face = 48 * 2
         assert sheet.size == (6 * (face + 2) + 2, 3 * (face + 2) + 2)  # sample + 5 neighbours, 3 rows
 
     run_stage(params, generator_path, manifest, tmp_path / "second")
-    for name in ("eval.json", "nearest_neighbours.png"):
+    names = ["best.pt", "eval.json", "eval_details.json", "nearest_neighbours.png", "snapshots.csv"]
+    for name in names:
         assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes()
-    assert sorted(p.name for p in (tmp_path / "first").iterdir()) == ["eval.json", "nearest_neighbours.png"]
+    assert sorted(p.name for p in (tmp_path / "first").iterdir()) == names

@@ -27,7 +27,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def generate(rendered: Path, out: Path, *args: str) -> bytes:
-    main(["--generator", str(rendered / "models/generator.pt"), "--out", str(out), *args])
+    main(["--generator", str(rendered / "models/best.pt"), "--out", str(out), *args])
     return out.read_bytes()
 
 
@@ -71,7 +71,7 @@ def test_missing_generator_is_one_line_from_the_real_command(tmp_path: Path) -> 
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"error: {tmp_path / 'nothing.pt'}: generator not found; "
-                                     "run the train stage first (dvc repro train)")
+                                     "run the train and evaluate stages first (dvc repro evaluate)")
     assert not (tmp_path / "faces.png").exists()
 
 
@@ -85,7 +85,7 @@ def test_training_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_weights_of_another_shape_are_refused(rendered: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    payload = torch.load(rendered / "models/generator.pt", weights_only=True)
+    payload = torch.load(rendered / "models/best.pt", weights_only=True)
     payload["config"]["nz"] = 64  # the weights were trained for 100
     torch.save(payload, tmp_path / "generator.pt")
     err = run_cli(capsys, "--generator", str(tmp_path / "generator.pt"), "--out", str(tmp_path / "f.png"))

@@ -75,7 +75,7 @@ def test_package_markers_are_empty():
 @pytest.mark.parametrize("module", MODULES)
 def test_no_module_imports_a_stage(module):
     stages = {f"pipeline.{stage}" for stage in STAGES}
-    assert not (imports(module) & stages), f"{module} imports a stage; move the shared code to a mechanism"
+    assert not (imports(module) & stages), f"{module} imports a stage; move the code both need to a mechanism"
 
 
 @pytest.mark.parametrize("module", [m for m in MODULES if m.startswith(("pipeline.models.",

@@ -41,7 +41,7 @@ def run_manifest(root, params, posts=None):
     output = root / "data" / "manifest.csv"
     main(["--params", str(root / "params.yaml"), "--input", str(root / "data" / "faces"),
           "--posts", str(posts_file), "--output", str(output),
-          "--stats", str(root / "data" / "stats.json")])
+          "--stats", str(root / "data" / "stats.json"), "--tags", str(root / "data" / "tag_counts.json")])
     with output.open() as handle:
         rows = list(csv.DictReader(handle))
     return rows, json.loads((root / "data" / "stats.json").read_text())
@@ -57,26 +57,27 @@ def test_manifest_rows_duplicates_and_stats(tmp_path):
     assert rows[1] == {
         "path": "faces/demo_1_0.png", "sha256": rows[1]["sha256"], "post_id": "1",
         "source_image": "demo_1.jpg", "tags": "blue_hair t1", "box": "10 20 96 96",
-        "width": "96", "height": "96", "split": split_of(rows[1]["sha256"], 0.25),
+        "width": "96", "height": "96", "split": split_of("demo_1.jpg", 0.25),
     }
     assert stats["faces"] == 40 and stats["duplicates_dropped"] == 1
     assert stats["near_duplicates_dropped"] == stats["too_small"] == stats["tag_filtered"] == 0
     assert stats["split"]["train"] + stats["split"]["val"] == 40
     assert 2 <= stats["split"]["val"] <= 20
-    assert stats["tags"]["blue_hair"] == 40
+    assert json.loads((tmp_path / "data" / "tag_counts.json").read_text())["blue_hair"] == 40
 
     train = load_faces(tmp_path / "data" / "manifest.csv", "train", 48)
     assert train.shape == (stats["split"]["train"], 3, 48, 48)
 
 
 @pytest.fixture
-def near_copies(shared_faces):
-    """A real face, the same face brightened 10% and saved as JPEG again, and another face."""
-    with Image.open(shared_faces / "00003.jpg") as image:
+def near_copies(demo_faces):
+    """A face cut from the demo art, the same face brightened 10% and saved as JPEG again, and
+    another drawn face."""
+    with Image.open(demo_faces / "00003.jpg") as image:
         face = image.convert("RGB")
     data = io.BytesIO()
     ImageEnhance.Brightness(face).enhance(1.1).save(data, "JPEG", quality=80)
-    with Image.open(shared_faces / "00004.jpg") as image:
+    with Image.open(demo_faces / "00004.jpg") as image:
         other = image.convert("RGB")
     return face, Image.open(data).convert("RGB"), other
 
@@ -114,11 +115,30 @@ def test_filters_by_source_face_size_and_tags(tmp_path):
 
 
 def test_split_is_stable_and_proportional():
-    import hashlib
+    names = [f"demo_{i}.jpg" for i in range(2000)]
+    assert [split_of(n, 0.1) for n in names] == [split_of(n, 0.1) for n in names]
+    assert 150 < sum(split_of(n, 0.1) == "val" for n in names) < 250
 
-    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)]
-    assert [split_of(d, 0.1) for d in digests] == [split_of(d, 0.1) for d in digests]
-    assert 150 < sum(split_of(d, 0.1) == "val" for d in digests) < 250
+
+def test_faces_of_one_post_share_their_split(tmp_path):
+    """Four characters per picture: no picture may have faces on both sides of the split."""
+    faces = tmp_path / "data" / "faces"
+    faces.mkdir(parents=True)
+    with (faces / "boxes.jsonl").open("w") as boxes:
+        for post in range(30):
+            for k in range(4):
+                name = f"demo_{post}_{k}.png"
+                noise_face(post * 4 + k).save(faces / name)
+                boxes.write(json.dumps({"face": name, "source_image": f"demo_{post}.jpg",
+                                        "box": [0, 0, 96, 96], "size": 96}) + "\n")
+    posts = [{"file": f"demo_{i}.jpg", "id": i, "tags": []} for i in range(30)]
+    rows, stats = run_manifest(tmp_path, "manifest:\n  val_fraction: 0.3\n", posts)
+    splits: dict[str, set[str]] = {}
+    for row in rows:
+        splits.setdefault(row["source_image"], set()).add(row["split"])
+    assert len(splits) == 30 and all(len(sides) == 1 for sides in splits.values())
+    assert stats["posts"]["train"] + stats["posts"]["val"] == 30 and stats["posts"]["val"] >= 3
+    assert stats["split"]["val"] == 4 * stats["posts"]["val"]
 
 
 def test_missing_crops(tmp_path):

@@ -18,8 +18,8 @@ TINY = {
     "scrape": {"max_posts": 16, "pages": 1, "rate": 100.0, "timeout": 10.0},
     "crop": {"workers": 2},
     "manifest": {"val_fraction": 0.3},  # a few val faces even from 16 pictures
-    "train": {"epochs": 2, "batch_size": 8, "ngf": 8, "ndf": 8, "eval_every": 1},
-    "evaluate": {"samples": 16, "nearest": 4, "batch_size": 16},
+    "train": {"epochs": 2, "batch_size": 8, "ngf": 8, "ndf": 8, "snapshot_every": 1},
+    "evaluate": {"samples": 16, "snapshot_samples": 8, "nearest": 4, "batch_size": 16},
     "render": {"grid": 3, "interpolation_rows": 2, "interpolation_steps": 3},
 }
 
@@ -67,27 +67,41 @@ def test_dvc_repro_end_to_end(project):
     manifest = json.loads((root / "data/manifest_stats.json").read_text())
     dropped = manifest["duplicates_dropped"] + manifest["near_duplicates_dropped"]
     assert manifest["faces"] == cropped["faces"] - dropped
-    assert (root / "models/generator.pt").is_file() and (root / "models/checkpoint.pt").is_file()
+    assert sorted(p.name for p in (root / "models/snapshots").iterdir()) == ["epoch-00001.pt",
+                                                                             "epoch-00002.pt"]
+    assert (root / "models/checkpoint.pt").is_file()
     metrics = json.loads((root / "models/dvclive/metrics.json").read_text())
-    assert metrics["step"] == 1 and set(metrics["train"]) == {"loss_d", "loss_g", "d_real", "d_fake"}
+    assert metrics["step"] == 1
+    assert set(metrics["train"]) == {"loss_d", "loss_g", "d_real", "d_fake", "augment_p"}
     with Image.open(root / "reports/samples.png") as grid:
         assert grid.size == (3 * 98 + 2, 3 * 98 + 2)  # 48 px faces upscaled to 96, padding 2
     for name in ("interpolation.png", "interpolation.gif", "timelapse.gif", "losses.png", "index.html"):
         assert (root / "reports" / name).stat().st_size > 1000
     assert (root / "models/best.pt").is_file()
-    assert "face_rate" in json.loads((root / "metrics/eval.json").read_text())
+    scores = json.loads((root / "metrics/eval.json").read_text())
+    assert scores["snapshots_scored"] == 2 and scores["samples"] == 16 and "face_rate" in scores
+    with (root / "metrics/snapshots.csv").open() as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
 
     # nothing changed: nothing runs
     assert "Data and pipelines are up to date" in sh("dvc", "repro", cwd=root, env=env)
 
-    # a train param: only train and render run again, as an experiment that exp show lists
     sh("git", "add", "-A", cwd=root, env=env)
     sh("git", "commit", "-qm", "first run", cwd=root, env=env)
+    # how runs are scored: evaluate and render run again, training does not
+    out = sh("dvc", "exp", "run", "-S", "evaluate.samples=12", cwd=root, env=env)
+    assert "Running stage 'evaluate'" in out and "Running stage 'render'" in out
+    for stage in ("scrape", "crop_faces", "manifest", "train"):
+        assert f"Running stage '{stage}'" not in out
+    assert json.loads((root / "metrics/eval.json").read_text())["samples"] == 12
+
+    # more epochs: the finished run continues, and what follows it runs again
     out = sh("dvc", "exp", "run", "-S", "train.epochs=3", cwd=root, env=env)
-    assert "Running stage 'train'" in out and "Running stage 'render'" in out
+    assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
     assert "continuing from models/checkpoint.pt at epoch 2" in out
     for stage in ("scrape", "crop_faces", "manifest"):
         assert f"Running stage '{stage}'" not in out
+    assert len(list((root / "models/snapshots").glob("epoch-*.pt"))) == 3
     shown = sh("dvc", "exp", "show", "--csv", cwd=root, env=env)
     epochs = [row["train.epochs"] for row in csv.DictReader(io.StringIO(shown))]
     assert "3" in epochs and "2" in epochs  # the experiment beside the workspace's baseline

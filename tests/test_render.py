@@ -39,7 +39,7 @@ def write_models(folder: Path, image_size: int) -> Path:
     recalibrate_batchnorm(generator, config.nz, torch.device("cpu"), seed=0, batches=1)
     with torch.no_grad():
         generator.net[-2].weight.mul_(10)
-    save_generator(folder / "generator.pt", generator, config, ema=True, epoch=1)
+    save_generator(folder / "best.pt", generator, config, ema=True, epoch=1)
     metrics_dir = folder / METRICS_DIR
     metrics_dir.mkdir(parents=True)
     for name, values in METRICS.items():
@@ -207,14 +207,14 @@ def test_damaged_sample_grid_is_one_line_and_writes_nothing(tmp_path: Path, mode
 
 
 def test_missing_generator_is_one_line_and_writes_nothing(tmp_path: Path, models: Path) -> None:
-    (models / "generator.pt").unlink()
-    with pytest.raises(PipelineError, match=r"generator\.pt: generator not found.*train stage"):
+    (models / "best.pt").unlink()
+    with pytest.raises(PipelineError, match=r"best\.pt: generator not found.*evaluate stages"):
         render(write_params(tmp_path / "params.yaml"), models, tmp_path / "reports")
     assert not (tmp_path / "reports").exists()
 
 
 def test_foreign_generator_file_is_rejected(tmp_path: Path, models: Path) -> None:
-    torch.save({"weights": torch.zeros(3)}, models / "generator.pt")
+    torch.save({"weights": torch.zeros(3)}, models / "best.pt")
     with pytest.raises(PipelineError, match="not a generator written by this project"):
         render(write_params(tmp_path / "params.yaml"), models, tmp_path / "reports")
 

@@ -35,9 +35,11 @@ SCORES = {"fid": 41.25, "kid_mean": 0.031, "kid_std": 0.002, "face_rate": 0.62, 
 STATS = {
     "raw/scrape_stats.json": {"downloaded": 16, "failed": 1, "failures": ["post 7: HTTP 404"]},
     "crop_stats.json": {"images": 16, "faces": 23, "images_with_faces": 14, "unreadable": 0},
-    "manifest_stats.json": {"faces": 21, "duplicates_dropped": 2, "split": {"train": 19, "val": 2},
-                            "tags": {"solo": 12, "blue_hair": 5, "<b>odd</b>": 1}},
+    "manifest_stats.json": {"faces": 21, "duplicates_dropped": 2, "split": {"train": 19, "val": 2}},
+    "tag_counts.json": {"solo": 12, "blue_hair": 5, "<b>odd</b>": 1},
 }
+DETAILS = {"fid_status": "ok", "selected_by": "fid", "memorisation": "no copying: 0.0% of samples",
+           "damaged_snapshots": []}
 TRAINING = {"train": {"loss_d": 0.95, "loss_g": 1.9}, "step": 2, "images_per_second": 123.4}
 PROBE = """<script>
 addEventListener("load", () => {
@@ -80,6 +82,7 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / "data" / name).write_text(json.dumps(stats))
     (root / "metrics").mkdir()
     (root / "metrics/eval.json").write_text(json.dumps(SCORES))
+    (root / "metrics/eval_details.json").write_text(json.dumps(DETAILS))
     Image.new("RGB", (200, 100), (40, 90, 160)).save(root / "metrics/nearest_neighbours.png")
     render(write_params(root / "params.yaml"), models, root / "reports")
     return root
@@ -134,7 +137,9 @@ def test_missing_optional_inputs_are_noted_not_fatal(tmp_path: Path) -> None:
     assert "nearest-neighbour sheet not available" in html
     assert "training summary not available" in html
     for name in STATS:
-        assert f"not available ({tmp_path / 'data' / name} not found)" in html
+        if name != "tag_counts.json":  # a data description, shown as bars when present
+            assert f"not available ({tmp_path / 'data' / name} not found)" in html
+    assert "Faces per tag" not in html
     assert set(Elements(html).images()) == set(PICTURES)
 
 

@@ -1,5 +1,5 @@
 """Every source of the scrape stage end to end: each site adapter against a fake of that site on
-127.0.0.1 (see fake_booru.py), and the local source on real face crops from ../shared."""
+127.0.0.1 (see fake_booru.py), and the local source on face crops cut from the demo art."""
 
 import hashlib
 import io
@@ -227,20 +227,20 @@ def face_files(faces, count):
     return sorted(faces.iterdir())[:count]
 
 
-def test_local_folder(tmp_path, shared_faces):
-    stats, records, out = run(tmp_path, source="local", local_path=str(shared_faces), max_posts=6)
+def test_local_folder(tmp_path, demo_faces):
+    stats, records, out = run(tmp_path, source="local", local_path=str(demo_faces), max_posts=6)
     assert stats["downloaded"] == 6 and stats["requests"] == 0
-    names = [p.name for p in face_files(shared_faces, 6)]
+    names = [p.name for p in face_files(demo_faces, 6)]
     assert sorted(r["url"] for r in records) == names
     for record in records:
         assert record["file"] == f"local_{record['id']}.jpg" and len(record["id"]) == 16
         assert (record["width"], record["height"]) == (96, 96) and record["source"] == "local"
-    again, _, _ = run(tmp_path, source="local", local_path=str(shared_faces), max_posts=6)
+    again, _, _ = run(tmp_path, source="local", local_path=str(demo_faces), max_posts=6)
     assert again["skipped"] == 6 and again["downloaded"] == 0
 
 
-def test_local_zip_refuses_unsafe_and_unreadable_members(tmp_path, shared_faces):
-    faces = face_files(shared_faces, 3)
+def test_local_zip_refuses_unsafe_and_unreadable_members(tmp_path, demo_faces):
+    faces = face_files(demo_faces, 3)
     archive = tmp_path / "faces.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
         for face in faces:
@@ -257,8 +257,8 @@ def test_local_zip_refuses_unsafe_and_unreadable_members(tmp_path, shared_faces)
     assert len(list((out / "images").iterdir())) == 3
 
 
-def test_local_tar_refuses_links_and_oversize_members(tmp_path, shared_faces):
-    faces = face_files(shared_faces, 2)
+def test_local_tar_refuses_links_and_oversize_members(tmp_path, demo_faces):
+    faces = face_files(demo_faces, 2)
     archive = tmp_path / "faces.tar.gz"
     with tarfile.open(archive, "w:gz") as tarred:
         for face in faces:
@@ -291,12 +291,12 @@ def truncated_tar(faces) -> bytes:
 
 @pytest.mark.parametrize(("name", "message"), [
     ("missing", "not found"), ("text", "not a folder, zip or tar"), ("cut", "broken archive")])
-def test_local_path_problems_stop_with_one_line(tmp_path, capsys, shared_faces, name, message):
+def test_local_path_problems_stop_with_one_line(tmp_path, capsys, demo_faces, name, message):
     path = tmp_path / "faces.tar.gz"
     if name == "text":
         path.write_text("just text")
     elif name == "cut":
-        path.write_bytes(truncated_tar(shared_faces))
+        path.write_bytes(truncated_tar(demo_faces))
     code, errors = run_failing(tmp_path, capsys, source="local", local_path=str(path))
     assert code == 2 and len(errors) == 1
     assert "scrape.local_path" in errors[0] and message in errors[0]

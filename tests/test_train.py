@@ -44,8 +44,8 @@ def test_train_is_deterministic_on_cpu(tiny_manifest, tmp_path, size):
     first = train(params, tiny_manifest, tmp_path / "a")
     second = train(params, tiny_manifest, tmp_path / "b")
     assert first["loss_d"] == second["loss_d"]
-    g_a, payload = load_generator(tmp_path / "a" / "generator.pt")
-    g_b, _ = load_generator(tmp_path / "b" / "generator.pt")
+    g_a, payload = load_generator(tmp_path / "a" / "snapshots" / "epoch-00002.pt")
+    g_b, _ = load_generator(tmp_path / "b" / "snapshots" / "epoch-00002.pt")
     z = torch.randn(3, 100)
     assert torch.equal(g_a(z), g_b(z))
     assert payload["config"]["image_size"] == size and payload["ema"] is True
@@ -111,8 +111,7 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tiny_manifest, tmp_path
     import yaml
 
     values = {"epochs": 150, "batch_size": 8, "ngf": 8, "ndf": 8, "device": "cpu",
-              "precision": "fp32", "threads": 1, "checkpoint_every": 1, "sample_every": 50,
-              "eval_every": 0}
+              "precision": "fp32", "threads": 1, "checkpoint_every": 1, "sample_every": 50}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": values}))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = [sys.executable, "-m", "pipeline.train", "--params", str(tmp_path / "params.yaml"),
@@ -150,7 +149,7 @@ def test_model_family(tiny_manifest, tmp_path, size, arch, loss):
     summary = train(tiny(epochs=1, image_size=size, arch=arch, loss=loss, n_critic=2,
                          spectral_norm=loss == "hinge"), tiny_manifest, tmp_path)
     assert all(np.isfinite(v) for v in summary.values())
-    generator, payload = load_generator(tmp_path / "generator.pt")
+    generator, payload = load_generator(tmp_path / "snapshots" / "epoch-00001.pt")
     assert generator(torch.randn(2, 100)).shape == (2, 3, size, size)
     assert payload["config"]["arch"] == arch
 
@@ -175,42 +174,27 @@ def test_sgan_losses():
     assert torch.allclose(sgan_class_loss(logits, labels), expected)
 
 
-class ScriptedEvaluator:
-    """Stands in for pipeline.evaluate.Evaluator (tested on its own): scores in a given order."""
-
-    def __init__(self, scores):
-        self.scores = list(scores)
-
-    def score(self, generator):
-        return self.scores.pop(0)
+def snapshot_epochs(folder):
+    return sorted(int(p.stem.split("-")[1]) for p in (folder / "snapshots").glob("epoch-*.pt"))
 
 
-def test_best_checkpoint_by_face_rate_then_fid(tiny_manifest, tmp_path):
-    offline = [{"fid": None, "face_rate": r} for r in (0.1, 0.5, 0.3)]
-    train(tiny(epochs=3, eval_every=1), tiny_manifest, tmp_path / "a", ScriptedEvaluator(offline))
-    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
-    assert (best["epoch"], best["selected_by"], best["score"]) == (2, "face_rate", 0.5)
-
-    online = [{"fid": f, "face_rate": 0.0} for f in (90.0, 70.0, 80.0)]
-    train(tiny(epochs=3, eval_every=1), tiny_manifest, tmp_path / "b", ScriptedEvaluator(online))
-    best = torch.load(tmp_path / "b" / "best.pt", weights_only=True)
-    assert (best["epoch"], best["selected_by"], best["score"]) == (2, "fid", 70.0)
-    load_generator(tmp_path / "b" / "best.pt")  # sampling code reads it like generator.pt
+def test_snapshots_every_n_epochs_and_the_last(tiny_manifest, tmp_path):
+    train(tiny(epochs=5, snapshot_every=2), tiny_manifest, tmp_path)
+    assert snapshot_epochs(tmp_path) == [2, 4, 5]
+    generator, payload = load_generator(tmp_path / "snapshots" / "epoch-00004.pt")
+    assert payload["epoch"] == 4 and payload["ema"] is True and not generator.training
 
 
-def test_continued_run_rewrites_best_deleted_by_dvc(tiny_manifest, tmp_path):
-    """DVC removes best.pt before `dvc exp run -S train.epochs=...` continues a run; the continued
-    run must write it again from the checkpoint, even when its own epochs are not scored."""
-    scores = [{"fid": None, "face_rate": r} for r in (0.2, 0.6)]
-    train(tiny(epochs=2, eval_every=1), tiny_manifest, tmp_path, ScriptedEvaluator(scores))
-    first_best = torch.load(tmp_path / "best.pt", weights_only=True)
-    (tmp_path / "best.pt").unlink()
-    (tmp_path / "generator.pt").unlink()
-    train(tiny(epochs=3, eval_every=4), tiny_manifest, tmp_path, ScriptedEvaluator([]))
-    best = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert (best["epoch"], best["selected_by"], best["score"]) == (2, "face_rate", 0.6)
-    for name, tensor in first_best["state_dict"].items():
-        assert torch.equal(best["state_dict"][name], tensor), name
+def test_continued_run_keeps_its_snapshots_and_a_fresh_run_drops_them(tiny_manifest, tmp_path):
+    train(tiny(epochs=4, snapshot_every=2), tiny_manifest, tmp_path)
+    first = (tmp_path / "snapshots" / "epoch-00002.pt").read_bytes()
+    (tmp_path / "snapshots" / "epoch-00009.pt").write_bytes(b"from a run killed after its checkpoint")
+    train(tiny(epochs=6, snapshot_every=2), tiny_manifest, tmp_path)  # continues from epoch 4
+    assert snapshot_epochs(tmp_path) == [2, 4, 6]
+    assert (tmp_path / "snapshots" / "epoch-00002.pt").read_bytes() == first
+    train(tiny(epochs=3, snapshot_every=2, ngf=16), tiny_manifest, tmp_path)  # another network
+    assert snapshot_epochs(tmp_path) == [2, 3]
+    assert (tmp_path / "snapshots" / "epoch-00002.pt").read_bytes() != first
 
 
 def test_faces_that_do_not_fit_stay_in_host_memory(caplog):
@@ -257,18 +241,10 @@ def test_compiled_step_matches_eager():
         assert (eager - compiled).norm() <= 1e-3 * eager.norm() + 1e-8  # relative to the whole layer
 
 
-class RandomEvaluator(ScriptedEvaluator):
-    """Draws from the global RNG as Inception's lazy construction or KID's subsets may."""
-
-    def score(self, generator):
-        torch.rand(1000)
-        return super().score(generator)
-
-
-def test_scoring_does_not_change_the_training(tiny_manifest, tmp_path):
-    train(tiny(epochs=3, eval_every=1), tiny_manifest, tmp_path / "scored",
-          RandomEvaluator([{"fid": None, "face_rate": 0.5}] * 3))
-    train(tiny(epochs=3, eval_every=1), tiny_manifest, tmp_path / "plain")
-    for a, b in zip(weights(tmp_path / "scored" / "checkpoint.pt")[:2],
-                    weights(tmp_path / "plain" / "checkpoint.pt")[:2], strict=True):
+def test_snapshots_do_not_change_the_training(tiny_manifest, tmp_path):
+    """Snapshots recalibrate batch norm with their own noise: the training stream never notices."""
+    train(tiny(epochs=3, snapshot_every=1), tiny_manifest, tmp_path / "every")
+    train(tiny(epochs=3, snapshot_every=50), tiny_manifest, tmp_path / "last")
+    for a, b in zip(weights(tmp_path / "every" / "checkpoint.pt")[:2],
+                    weights(tmp_path / "last" / "checkpoint.pt")[:2], strict=True):
         assert same_weights(a, b)

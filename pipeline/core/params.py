@@ -30,6 +30,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 ARCHS = ("dcgan", "mlp")
 LOSSES = ("nonsaturating", "hinge", "lsgan", "wgan-gp")
 OBJECTIVES = ("gan", "sgan")
+AUGMENT_MODES = ("off", "fixed", "adaptive")
+AUGMENT_POLICIES = ("color", "translation", "cutout")
 
 
 def _require(ok: bool, name: str, message: str) -> None:
@@ -152,6 +154,11 @@ class TrainParams:
     sgan_classes: tuple[str, ...] = ()
     labelled_fraction: float = 0.1
     flip: bool = True
+    augment: str = "adaptive"
+    augment_policy: tuple[str, ...] = AUGMENT_POLICIES
+    augment_p: float = 1.0
+    ada_target: float = 0.6
+    ada_kimg: int = 100
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -159,7 +166,7 @@ class TrainParams:
     threads: int = 0
     sample_every: int = 10
     checkpoint_every: int = 10
-    eval_every: int = 100
+    snapshot_every: int = 50
 
     def validate(self) -> None:
         _require(self.arch in ARCHS, "train.arch", f"must be one of {', '.join(ARCHS)}, got {self.arch!r}")
@@ -174,11 +181,19 @@ class TrainParams:
         _require(0.0 < self.labelled_fraction <= 1.0, "train.labelled_fraction",
                  f"must be in (0, 1], got {self.labelled_fraction}")
         _require(self.gp_weight >= 0, "train.gp_weight", f"must be 0 or more, got {self.gp_weight}")
-        _require(self.eval_every >= 0, "train.eval_every", f"must be 0 (off) or more, got {self.eval_every}")
+        _require(self.augment in AUGMENT_MODES, "train.augment",
+                 f"must be one of {', '.join(AUGMENT_MODES)}, got {self.augment!r}")
+        unknown = sorted(set(self.augment_policy) - set(AUGMENT_POLICIES))
+        _require(not unknown and (self.augment == "off" or bool(self.augment_policy)),
+                 "train.augment_policy", f"must list some of {', '.join(AUGMENT_POLICIES)}, "
+                 f"got {list(self.augment_policy)}")
+        _require(0.0 <= self.augment_p <= 1.0, "train.augment_p", f"must be in [0, 1], got {self.augment_p}")
+        _require(0.0 < self.ada_target < 1.0, "train.ada_target", f"must be in (0, 1), got {self.ada_target}")
+        _require(self.ada_kimg >= 1, "train.ada_kimg", f"must be at least 1, got {self.ada_kimg}")
         _require(self.image_size in IMAGE_SIZES, "train.image_size",
                  f"must be one of {IMAGE_SIZES}, got {self.image_size}")
         for name in ("nz", "ngf", "ndf", "epochs", "batch_size", "sample_every", "n_critic",
-                     "checkpoint_every"):
+                     "checkpoint_every", "snapshot_every"):
             value = getattr(self, name)
             _require(value >= 1, f"train.{name}", f"must be at least 1, got {value}")
         _require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")
@@ -222,7 +237,9 @@ class RenderParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    samples: int = 500
+    samples: int = 5000
+    snapshot_samples: int = 1000
+    snapshots: int = 1
     seed: int = 123
     batch_size: int = 100
     inception_weights: str | None = None
@@ -231,7 +248,9 @@ class EvaluateParams:
     device: str = "auto"
 
     def validate(self) -> None:
-        for name in ("samples", "batch_size", "nearest"):
+        _require(self.snapshots >= 0, "evaluate.snapshots",
+                 f"must be 0 (the last snapshot only) or more, got {self.snapshots}")
+        for name in ("samples", "snapshot_samples", "batch_size", "nearest"):
             value = getattr(self, name)
             _require(value >= 1, f"evaluate.{name}", f"must be at least 1, got {value}")
         _require(self.face_rate_size >= 48, "evaluate.face_rate_size",

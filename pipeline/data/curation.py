@@ -24,7 +24,6 @@ from pipeline.data.formats import BOXES_FILE, MANIFEST_FIELDS
 
 log = logging.getLogger("pipeline.manifest")
 
-TOP_TAGS = 25  # metrics files with thousands of tag columns would swamp `dvc exp show`
 
 
 def near_duplicates(phashes: Sequence[int], distance: int) -> list[bool]:
@@ -48,9 +47,25 @@ def near_duplicates(phashes: Sequence[int], distance: int) -> list[bool]:
     return near
 
 
-def split_of(sha256: str, val_fraction: float) -> str:
-    """Deterministic from the face's content, so a face keeps its split when the data set grows."""
-    return "val" if int(sha256[:8], 16) / 0x1_0000_0000 < val_fraction else "train"
+def perceptual_hash(image: Image.Image) -> int:
+    """64-bit pHash: what makes two faces near copies, here and in evaluate's memorisation check."""
+    return int(str(imagehash.phash(image)), 16)
+
+
+def within_distance(queries: Sequence[int], kept: Sequence[int], distance: int) -> list[bool]:
+    """For each query hash: is some hash of `kept` within `distance` bits of it?"""
+    pool = np.asarray(kept, dtype=np.uint64)
+    if not len(pool):
+        return [False] * len(queries)
+    return [int(np.bitwise_count(pool ^ np.uint64(q)).min()) <= distance for q in queries]
+
+
+def split_of(source_image: str, val_fraction: float) -> str:
+    """The split of every face of one illustration (one post; a local image is its own post), from a
+    hash of its file name: faces of one picture never sit on both sides, and a post keeps its split
+    when the data set grows."""
+    digest = hashlib.sha256(source_image.encode()).hexdigest()
+    return "val" if int(digest[:8], 16) / 0x1_0000_0000 < val_fraction else "train"
 
 
 def read_posts(path: Path | None) -> dict[str, dict]:
@@ -89,7 +104,7 @@ def face_hashes(path: Path) -> tuple[str, int]:
     try:
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as image:
-            phash = int(str(imagehash.phash(image)), 16)
+            phash = perceptual_hash(image)
     except OSError as exc:
         raise PipelineError(f"{path}: face listed in {BOXES_FILE} is unreadable "
                             f"({exc.__class__.__name__}); rerun the crop_faces stage") from None
@@ -113,7 +128,7 @@ def manifest_row(record: dict, post: dict, digest: str, face_path: Path, output:
         "box": " ".join(str(v) for v in record["box"]),
         "width": record["size"],
         "height": record["size"],
-        "split": split_of(digest, val_fraction),
+        "split": split_of(record["source_image"], val_fraction),
     }
 
 
@@ -149,7 +164,9 @@ def drop_copies(records: list[dict], hashes: list[tuple[str, int]],
 
 
 def build_manifest(params: ManifestParams, faces: Path, posts_path: Path | None,
-                   output: Path) -> dict:
+                   output: Path) -> tuple[dict, dict[str, int]]:
+    """Write the manifest; return its stats (counts worth comparing across experiments) and the
+    number of faces per tag, most common first (a data description, not a metric)."""
     posts = read_posts(posts_path)
     wanted, filtered = filter_faces(read_boxes(faces), posts, params)
     hashes = hash_faces([faces / record["face"] for record in wanted])
@@ -166,10 +183,8 @@ def build_manifest(params: ManifestParams, faces: Path, posts_path: Path | None,
     log.info("%d faces (%d train, %d val); dropped %d too small, %d by tag, %d exact and %d near "
              "duplicates", len(rows), splits["train"], splits["val"], filtered["too_small"],
              filtered["tag_filtered"], copies["duplicates_dropped"], copies["near_duplicates_dropped"])
-    return {
-        "faces": len(rows),
-        **filtered,
-        **copies,
-        "split": {"train": splits["train"], "val": splits["val"]},
-        "tags": dict(tags.most_common(TOP_TAGS)),
-    }
+    stats = {"faces": len(rows), **filtered, **copies,
+             "split": {"train": splits["train"], "val": splits["val"]},
+             "posts": {split: len({row["source_image"] for row in rows if row["split"] == split})
+                       for split in ("train", "val")}}
+    return stats, dict(tags.most_common())

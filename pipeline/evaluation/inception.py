@@ -23,7 +23,8 @@ WEIGHTS_ENV = "ANIME_FACE_INCEPTION_WEIGHTS"
 WEIGHTS_HOW_TO = (f"set evaluate.inception_weights or {WEIGHTS_ENV} to a local copy of torch-fidelity's "
                   "weights-inception-2015-12-05-6726825d.pth, or put it in $TORCH_HOME/hub/checkpoints/")
 INCEPTION_NAME = "inception-v3-compat"
-INCEPTION_FEATURE = "2048"  # the pool features FID and KID are defined on
+INCEPTION_DIMENSIONS = 2048  # the pool features FID and KID are defined on
+INCEPTION_FEATURE = str(INCEPTION_DIMENSIONS)
 DOWNLOAD_TIMEOUT = 20.0  # seconds without a byte before an offline machine gives up on the weights
 
 FeatureNet = Callable[[torch.Tensor], torch.Tensor]

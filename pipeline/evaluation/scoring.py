@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.core.params import CropParams, EvaluateParams, PipelineError
-from pipeline.evaluation.inception import FeatureNet, extract_features, load_features
+from pipeline.evaluation.inception import INCEPTION_DIMENSIONS, FeatureNet, extract_features, load_features
 from pipeline.evaluation.metrics import frechet_distance, gaussian_statistics, kernel_inception_distance
 from pipeline.models.sampling import generate
 from pipeline.vision.cascade import FaceDetector
@@ -21,7 +21,7 @@ log = logging.getLogger("pipeline.evaluate")
 KID_SUBSETS = 100  # torch-fidelity's defaults
 KID_SUBSET_SIZE = 1000
 
-Scores = dict[str, float | str | None]
+Scores = dict[str, float | bool | str | None]
 
 
 
@@ -38,47 +38,62 @@ def face_rate(faces: torch.Tensor, detector: FaceDetector, size: int) -> float:
 
 
 
-class Evaluator:
-    """Scores generators against one val split, paying once for what does not change between calls.
+def selection_metric(scores: Scores) -> tuple[str, float]:
+    """(name, value to minimise) that ranks snapshots: FID where it is reliable, else KID, else the
+    face rate (the only score an offline machine without Inception weights has)."""
+    if scores.get("fid") is not None and scores.get("fid_reliable"):
+        return "fid", float(scores["fid"])
+    if scores.get("kid_mean") is not None:
+        return "kid", float(scores["kid_mean"])
+    return "face_rate", -float(scores["face_rate"] or 0.0)
 
-    The feature network, the val faces' features and Gaussian fit, and the val face rate are
-    computed here; `score` then costs sampling, features of the samples, and the cascade on them.
+
+class Evaluator:
+    """Scores generators against the train faces, paying once for what does not change between calls.
+
+    FID and KID compare samples with the train split, the reference GAN papers use; the face rate of
+    real faces is measured on the val split (faces training never saw). The feature network, the
+    reference features and Gaussian fit, and the real face rate are computed here; `score` then costs
+    sampling, features of the samples, and the cascade on them.
     """
 
-    def __init__(self, real_val: torch.Tensor, params: EvaluateParams, device: torch.device,
-                 features: FeatureNet | str, detector: FaceDetector | None) -> None:
+    def __init__(self, reference: torch.Tensor, val: torch.Tensor, params: EvaluateParams,
+                 device: torch.device, features: FeatureNet | str, detector: FaceDetector | None) -> None:
         """`features`: a feature network, or why there is none (FID and KID are then null);
         `detector`: None leaves the face rates out."""
-        if min(len(real_val), params.samples) < 2:
-            raise PipelineError(f"FID and KID need at least 2 val faces and 2 samples, got "
-                                f"{len(real_val)} and {params.samples}")
+        if len(reference) < 2:
+            raise PipelineError(f"FID and KID need at least 2 train faces, got {len(reference)}")
         self.params = params
         self.device = device
         self.features = features
         self.detector = detector
-        self.real_features: np.ndarray | None = None
-        self.real_statistics: tuple[np.ndarray, np.ndarray] | None = None
+        self.reference_images = len(reference)
+        self.reference_features: np.ndarray | None = None
+        self.reference_statistics: tuple[np.ndarray, np.ndarray] | None = None
         if not isinstance(features, str):
-            self.real_features = extract_features(features, real_val, params.batch_size, device)
-            self.real_statistics = gaussian_statistics(self.real_features)
-        self.face_rate_real = None if detector is None else face_rate(real_val, detector,
+            self.reference_features = extract_features(features, reference, params.batch_size, device)
+            self.reference_statistics = gaussian_statistics(self.reference_features)
+        self.face_rate_real = None if detector is None else face_rate(val, detector,
                                                                        params.face_rate_size)
 
     @classmethod
-    def prepare(cls, real_val: torch.Tensor, params: EvaluateParams, crop: CropParams,
-                device: torch.device) -> Evaluator:
+    def prepare(cls, reference: torch.Tensor, val: torch.Tensor, params: EvaluateParams,
+                crop: CropParams, device: torch.device) -> Evaluator:
         """Inception (or why not) and the cascade, both found the way the stage finds them."""
         features = load_features(params.inception_weights, device)
         if isinstance(features, str):
             log.warning("FID and KID unavailable: %s", features)
-        return cls(real_val, params, device, features, FaceDetector.load(crop))
+        return cls(reference, val, params, device, features, FaceDetector.load(crop))
 
-    def sample(self, generator: nn.Module) -> torch.Tensor:
-        return generate(generator, self.params.samples, self.params.seed, self.params.batch_size)
+    def sample(self, generator: nn.Module, count: int) -> torch.Tensor:
+        if count < 2:
+            raise PipelineError(f"FID and KID need at least 2 samples, got {count}")
+        return generate(generator, count, self.params.seed, self.params.batch_size)
 
-    def score(self, generator: nn.Module) -> Scores:
-        """fid, kid_mean, kid_std, fid_status, face_rate and face_rate_real of this generator."""
-        return self.score_images(self.sample(generator))
+    def score(self, generator: nn.Module, count: int) -> Scores:
+        """fid, fid_reliable, kid_mean, kid_std, fid_status, face_rate and face_rate_real of `count`
+        samples of this generator."""
+        return self.score_images(self.sample(generator, count))
 
     def score_images(self, faces: torch.Tensor) -> Scores:
         rates: Scores = {"face_rate": None, "face_rate_real": self.face_rate_real}
@@ -88,12 +103,19 @@ class Evaluator:
 
     def distances(self, faces: torch.Tensor) -> Scores:
         if isinstance(self.features, str):
-            return {"fid": None, "kid_mean": None, "kid_std": None,
+            return {"fid": None, "fid_reliable": False, "kid_mean": None, "kid_std": None,
                     "fid_status": f"unavailable: {self.features}"}
-        assert self.real_features is not None and self.real_statistics is not None
+        assert self.reference_features is not None and self.reference_statistics is not None
         fake = extract_features(self.features, faces, self.params.batch_size, self.device)
-        kid_mean, kid_std = kernel_inception_distance(self.real_features, fake, KID_SUBSETS,
+        kid_mean, kid_std = kernel_inception_distance(self.reference_features, fake, KID_SUBSETS,
                                                       KID_SUBSET_SIZE, self.params.seed)
-        fid = frechet_distance(*self.real_statistics, *gaussian_statistics(fake))
-        return {"fid": fid, "kid_mean": kid_mean, "kid_std": kid_std, "fid_status": "ok"}
-
+        fid = frechet_distance(*self.reference_statistics, *gaussian_statistics(fake))
+        fewest = min(self.reference_images, len(faces))
+        # below the feature dimension the covariance is singular and FID is biased upwards by a
+        # term that depends on the counts; KID's estimator is unbiased at any size
+        reliable = fewest >= INCEPTION_DIMENSIONS
+        status = "ok" if reliable else (
+            f"unreliable: {self.reference_images} train faces and {len(faces)} samples, fewer than the "
+            f"{INCEPTION_DIMENSIONS} feature dimensions; compare KID")
+        return {"fid": fid, "fid_reliable": reliable, "kid_mean": kid_mean, "kid_std": kid_std,
+                "fid_status": status}

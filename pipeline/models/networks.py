@@ -6,6 +6,7 @@ Both sizes use four stride-2 layers; only the first (G) and last (D) kernel diff
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from pipeline.core.files import atomic_path
 from pipeline.core.params import IMAGE_SIZES, PipelineError
 
 GENERATOR_FORMAT = "anime-face-dcgan/generator/1"
+SNAPSHOT_NAME = "epoch-{epoch:05d}.pt"  # train's EMA generator of that epoch, in models/snapshots/
 
 
 ARCHS = ("dcgan", "mlp")
@@ -168,10 +170,12 @@ def save_generator(path: Path, generator: nn.Module, config: NetConfig, *, ema: 
 
 
 def load_generator(path: Path, device: torch.device | str = "cpu") -> tuple[Generator, dict[str, Any]]:
-    """Load models/generator.pt in eval mode; a missing or foreign file is one clear error."""
+    """Load a generator file (a snapshot, models/best.pt) in eval mode; a missing or foreign file is one
+    clear error."""
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(f"{path}: generator not found; run the train stage first (dvc repro train)")
+        raise PipelineError(f"{path}: generator not found; run the train and evaluate stages first "
+                            "(dvc repro evaluate)")
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign pickle
@@ -188,3 +192,8 @@ def load_generator(path: Path, device: torch.device | str = "cpu") -> tuple[Gene
     generator.to(device).eval()
     return generator, payload
 
+
+def snapshot_epoch(path: Path) -> int | None:
+    """The epoch of a snapshot's file name; None for any other file."""
+    match = re.fullmatch(r"epoch-(\d+)\.pt", path.name)
+    return int(match[1]) if match else None

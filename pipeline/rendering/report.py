@@ -38,16 +38,22 @@ HEADLINE_NUMBERS = (  # (label, data stats file, key path): the few numbers a ne
     ("training faces", "manifest_stats.json", ("split", "train")),
     ("validation faces", "manifest_stats.json", ("split", "val")),
 )
-TAG_COUNTS = ("manifest_stats.json", "tags")  # tag -> faces, shown as bars rather than a table
+TAG_COUNTS = "tag_counts.json"  # under the data folder: tag -> faces, shown as bars
+SHOWN_TAGS = 25
 EVAL_NOTES = {  # metrics/eval.json keys a newcomer may not know; others are shown without a note
-    "fid": "Fréchet Inception distance to the val faces; lower is better",
-    "kid_mean": "kernel Inception distance (mean over subsets); lower is better",
+    "selected_by": "the score that chose models/best.pt among the snapshots",
+    "memorisation": "what the two copying measures below say together",
+    "fid_status": "whether FID can be trusted: it needs more reference faces than its 2048 features",
+    "fid": "Fréchet Inception distance to the train faces; lower is better",
+    "kid_mean": "kernel Inception distance to the train faces (unbiased at any size); lower is better",
     "kid_std": "spread of the KID over subsets",
-    "fid_status": "why FID and KID are missing, when they are",
     "face_rate": "share of generated faces in which the cascade finds a face",
     "face_rate_real": "the same share for real val faces: the best face_rate can hope for",
-    "nn_distance_samples": "mean distance of generated faces to their nearest train face",
-    "nn_distance_val": "the same for real val faces: generated faces much closer were copied, not learned",
+    "near_copies_samples": "share of generated faces whose perceptual hash is a near copy of a train face",
+    "near_copies_val": "the same for real val faces, which were never trained on",
+    "nn_distance_samples": "mean pixel distance of generated faces to their nearest train face",
+    "nn_distance_val": "the same for real val faces; blurry samples sit close too, so read it with the above",
+    "best_epoch": "the epoch of the snapshot kept as models/best.pt",
 }
 NN_NOTE = ("each generated face beside its nearest training faces (pixel distance): a sharp face "
            "identical to its neighbour was memorised; blurry or grey samples all sit near the same "
@@ -95,11 +101,15 @@ class ReportSources:
     pictures: Path  # the render stage's output folder
     data: Path  # holds raw/scrape_stats.json, crop_stats.json, manifest_stats.json
     training: Path  # DVCLive's metrics.json
-    evaluation: Path  # the evaluate stage's folder: eval.json, nearest_neighbours.png
+    evaluation: Path  # the evaluate stage's folder: eval.json, eval_details.json, nearest_neighbours.png
 
     @property
     def scores(self) -> Path:
         return self.evaluation / "eval.json"
+
+    @property
+    def details(self) -> Path:
+        return self.evaluation / "eval_details.json"
 
     @property
     def nearest(self) -> Path:
@@ -115,6 +125,8 @@ class ReportInputs:
     stats: dict[str, Any | None]  # data stats file (as in DATA_STATS) -> its contents
     training: Any | None
     scores: Any | None
+    details: Any | None
+    tags: Any | None
 
 
 def read_json(path: Path) -> Any | None:
@@ -143,6 +155,8 @@ def read_inputs(sources: ReportSources) -> ReportInputs:
         stats={name: read_json(sources.data / name) for _, name in DATA_STATS},
         training=read_json(sources.training),
         scores=read_json(sources.scores),
+        details=read_json(sources.details),
+        tags=read_json(sources.data / TAG_COUNTS),
     )
 
 
@@ -242,9 +256,10 @@ def training_section(pictures: Path, path: Path, summary: Any | None, generator:
     return section("training", "Training", body)
 
 
-def evaluation_section(sources: ReportSources, scores: Any | None) -> str:
+def evaluation_section(sources: ReportSources, scores: Any | None, details: Any | None) -> str:
     if isinstance(scores, Mapping):
-        body = table(scores, EVAL_NOTES, none="not available") + source_note(sources.scores)
+        words = {key: value for key, value in (details or {}).items() if isinstance(value, str)}
+        body = table(words | dict(scores), EVAL_NOTES, none="not available") + source_note(sources.scores)
     else:
         body = missing(f"not evaluated: {sources.scores} not found (the evaluate stage writes it)")
     body += "<h3>Nearest neighbours</h3>"
@@ -263,23 +278,19 @@ def headline_cards(stats: Mapping[str, Any | None]) -> str:
     return f'<div class="cards">{cards}</div>' if cards else ""
 
 
-def tag_counts(stats: Mapping[str, Any | None]) -> Mapping[str, int] | None:
-    counts = dig(stats[TAG_COUNTS[0]], TAG_COUNTS[1:])
+def most_common_tags(counts: Any | None) -> Mapping[str, int] | None:
     if isinstance(counts, Mapping) and counts and all(isinstance(n, int) for n in counts.values()):
-        return counts
+        return dict(sorted(counts.items(), key=lambda item: -item[1])[:SHOWN_TAGS])
     return None
 
 
-def data_section(folder: Path, stats: Mapping[str, Any | None]) -> str:
-    counts = tag_counts(stats)
+def data_section(folder: Path, stats: Mapping[str, Any | None], tags: Any | None) -> str:
+    counts = most_common_tags(tags)
     tables = []
     for title, name in DATA_STATS:
         path, values = folder / name, stats[name]
         if isinstance(values, Mapping):
-            shown = dict(values)
-            if counts and name == TAG_COUNTS[0]:
-                del shown[TAG_COUNTS[1]]
-            content = table(shown) + source_note(path)
+            content = table(values) + source_note(path)
         else:
             content = missing(f"not available ({path} not found)")
         tables.append(f"<div><h3>{escape(title)}</h3>{content}</div>")
@@ -318,8 +329,8 @@ def render_report(inputs: ReportInputs, payload: Mapping[str, Any]) -> str:
         samples_section(sources.pictures),
         training_section(sources.pictures, sources.training, inputs.training, generator_summary(payload)),
         interpolation_section(sources.pictures),
-        evaluation_section(sources, inputs.scores),
-        data_section(sources.data, inputs.stats),
+        evaluation_section(sources, inputs.scores, inputs.details),
+        data_section(sources.data, inputs.stats, inputs.tags),
         params_section(sources.params, inputs.params),
     ]
     links = "".join(f'<a href="#{ident}">{title}</a>' for ident, title in (

@@ -14,17 +14,16 @@ import torch
 
 from pipeline.core.files import atomic_path
 from pipeline.core.params import TrainParams
-from pipeline.models.networks import Discriminator, Generator, NetConfig
+from pipeline.models.networks import Discriminator, Generator, NetConfig, snapshot_epoch
 
 log = logging.getLogger("pipeline.train")
 
-CHECKPOINT_FORMAT = "anime-face-dcgan/checkpoint/2"
+CHECKPOINT_FORMAT = "anime-face-dcgan/checkpoint/3"
 
 
 # Params that may change between a checkpoint and the run that continues it.
 RESUMABLE_CHANGES = {"epochs", "device", "precision", "compile", "threads", "sample_every",
-                     "checkpoint_every", "eval_every"}
-
+                     "checkpoint_every", "snapshot_every"}
 
 
 def net_config(params: TrainParams) -> NetConfig:
@@ -38,7 +37,6 @@ def net_config(params: TrainParams) -> NetConfig:
     )
 
 
-
 @dataclass
 class Run:
     """What the training loop changes, and so what a checkpoint must hold."""
@@ -48,16 +46,20 @@ class Run:
     generator_ema: Generator
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
+    # probability that D's inputs are augmented, a 0-dim device tensor: adaptive augmentation moves
+    # it inside the step without a host sync
+    augment_p: torch.Tensor
+    # adaptive augmentation's tally since p last moved, (sum of sign(D(real)), real images) on the
+    # device: in the checkpoint so that a run continued between two updates moves p as one that was not
+    augment_stats: torch.Tensor
     epoch: int = 0
     step: int = 0
-    # {"epoch", "metric", "value", "generator_ema"} of models/best.pt: kept in the checkpoint because
-    # DVC deletes best.pt before a continued run, which must still be able to write it
-    best: dict[str, Any] | None = None
 
     def state(self, params: TrainParams, config: NetConfig) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT, "config": asdict(config), "params": asdict(params),
-            "epoch": self.epoch, "step": self.step, "best": self.best,
+            "epoch": self.epoch, "step": self.step, "augment_p": float(self.augment_p),
+            "augment_stats": self.augment_stats.detach().cpu().clone(),
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "generator_ema": self.generator_ema.state_dict(),
@@ -72,7 +74,9 @@ class Run:
         self.generator_ema.load_state_dict(state["generator_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.augment_p.fill_(state["augment_p"])
+        self.augment_stats.copy_(state["augment_stats"])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -92,9 +96,12 @@ def new_run(params: TrainParams, device: torch.device) -> Run:
     discriminator = Discriminator(config).to(device, memory_format=memory_format)
     # fused: one kernel for the whole update instead of several per parameter
     adam = {"lr": params.lr, "betas": (params.beta1, 0.999), "fused": device.type in ("cuda", "cpu")}
+    # fixed augmentation holds its probability; adaptive starts without and raises it as D overfits
+    augment_p = params.augment_p if params.augment == "fixed" else 0.0
     return Run(generator, discriminator, copy.deepcopy(generator).requires_grad_(False),
                torch.optim.Adam(generator.parameters(), **adam),
-               torch.optim.Adam(discriminator.parameters(), **adam))
+               torch.optim.Adam(discriminator.parameters(), **adam),
+               torch.tensor(augment_p, device=device), torch.zeros(2, device=device))
 
 
 def resume_blocker(state: dict[str, Any], params: TrainParams) -> str | None:
@@ -135,6 +142,17 @@ def save_checkpoint(path: Path, run: Run, params: TrainParams, config: NetConfig
     with atomic_path(path) as tmp:
         torch.save(run.state(params, config), tmp)
 
+
+
+def prune_snapshots(folder: Path, epochs_kept: int) -> None:
+    """Keep the snapshots of the run being continued (up to its checkpoint's epoch), nothing else:
+    a fresh run starts with none, a resumed one drops what a killed run wrote after its checkpoint."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        epoch = snapshot_epoch(path)
+        if epoch is None or epoch > epochs_kept:
+            path.unlink()
 
 
 def truncate_live_logs(live_dir: Path, epochs_kept: int) -> None:

@@ -74,7 +74,8 @@ class Step:
     channels_last: bool
 
     def __call__(self, batch: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Returns (loss_d, loss_g, D(x), D(G(z)), G updated) as a device tensor, to be summed."""
+        """Returns (loss_d, loss_g, D(x), D(G(z)), G updated, augment p) as a device tensor, to be
+        summed."""
         params, run = self.params, self.run
         d_loss_fn, g_loss_fn = LOSSES[params.loss]
         score = sgan_real_fake_logit if labels is not None else (lambda out: out)
@@ -96,7 +97,7 @@ class Step:
         stats = torch.stack([loss_d.detach(), torch.zeros((), device=self.device),
                              torch.sigmoid(score(real_out).detach().float()).mean(),
                              torch.sigmoid(score(fake_out).detach().float()).mean(),
-                             torch.zeros((), device=self.device)])
+                             torch.zeros((), device=self.device), run.augment_p.float()])
         if run.step % params.n_critic:
             return stats
         with autocast(self.device, self.bf16):
