@@ -238,7 +238,7 @@ class RenderParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     samples: int = 5000
-    snapshot_samples: int = 1000
+    snapshot_samples: int = 2048
     snapshots: int = 1
     seed: int = 123
     batch_size: int = 100

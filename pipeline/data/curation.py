@@ -25,7 +25,6 @@ from pipeline.data.formats import BOXES_FILE, MANIFEST_FIELDS
 log = logging.getLogger("pipeline.manifest")
 
 
-
 def near_duplicates(phashes: Sequence[int], distance: int) -> list[bool]:
     """For each 64-bit hash in order: is it within `distance` bits of an earlier one that was kept?
 

@@ -80,13 +80,11 @@ class Faces:
         return batch.to(self.device, non_blocking=True)
 
 
-
 def free_device_memory(device: torch.device) -> int | None:
     """Bytes free on an accelerator; None where memory is the host's (CPU) or unknown (MPS)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     return None
-
 
 
 def place_faces(images: torch.Tensor, device: torch.device, free_bytes: int | None) -> Faces:

@@ -31,7 +31,6 @@ FeatureNet = Callable[[torch.Tensor], torch.Tensor]
 """uint8 images (N, 3, H, W) on the evaluation device -> float features (N, D)."""
 
 
-
 def inception_weights_path(configured: str | None) -> Path | None:
     """The local weights named by the param or the environment; None means: cache, then download."""
     sources = (("evaluate.inception_weights", configured), (WEIGHTS_ENV, os.environ.get(WEIGHTS_ENV)))
@@ -42,7 +41,6 @@ def inception_weights_path(configured: str | None) -> Path | None:
                 raise PipelineError(f"{origin} points to {path}, which does not exist; {WEIGHTS_HOW_TO}")
             return path
     return None
-
 
 
 @contextmanager
@@ -56,14 +54,12 @@ def socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-
 def load_inception(weights: Path | None) -> nn.Module:
     """torch-fidelity's FID Inception; without a path, its own cached download (torch hub cache)."""
     path = None if weights is None else str(weights)
     with socket_timeout(DOWNLOAD_TIMEOUT):
         return FeatureExtractorInceptionV3(INCEPTION_NAME, [INCEPTION_FEATURE],
                                            feature_extractor_weights_path=path)
-
 
 
 def load_features(configured: str | None, device: torch.device) -> FeatureNet | str:
@@ -81,7 +77,6 @@ def load_features(configured: str | None, device: torch.device) -> FeatureNet | 
                             f"({exc.__class__.__name__})") from None
     network.to(device)
     return lambda images: network(images)[0]
-
 
 
 @torch.no_grad()

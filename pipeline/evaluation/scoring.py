@@ -24,18 +24,15 @@ KID_SUBSET_SIZE = 1000
 Scores = dict[str, float | bool | str | None]
 
 
-
 def upscaled_bgr(face: torch.Tensor, size: int) -> np.ndarray:
     """uint8 (3, S, S) RGB -> (size, size, 3) BGR, bicubic: the cascade's minSize is 48 px."""
     rgb = np.ascontiguousarray(face.permute(1, 2, 0).numpy())
     return cv2.cvtColor(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_CUBIC), cv2.COLOR_RGB2BGR)
 
 
-
 def face_rate(faces: torch.Tensor, detector: FaceDetector, size: int) -> float:
     """Share of faces in which the cascade finds a face once they are upscaled to `size`."""
     return sum(detector.finds_face(upscaled_bgr(face, size)) for face in faces) / len(faces)
-
 
 
 def selection_metric(scores: Scores) -> tuple[str, float]:

@@ -13,7 +13,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
-
 @torch.no_grad()
 def recalibrate_batchnorm(generator: nn.Module, nz: int, device: torch.device, seed: int,
                           batches: int = 8, batch_size: int = 128) -> None:

@@ -13,7 +13,6 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
 
 
-
 @torch.no_grad()
 def generate(generator: nn.Module, count: int, seed: int, batch_size: int) -> torch.Tensor:
     """`count` uint8 faces from seeded CPU noise (the same faces every call, on every device)."""
@@ -56,11 +55,9 @@ def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torc
     return (start_share * start + end_share * end).to(dtype)
 
 
-
 def seeded_latents(count: int, nz: int, seed: int, temperature: float = 1.0) -> torch.Tensor:
     """N(0, temperature²) noise: below 1 stays near the mode, giving safer but less varied faces."""
     return temperature * torch.randn(count, nz, generator=torch.Generator().manual_seed(seed))
-
 
 
 def interpolation_latents(nz: int, rows: int, steps: int, seed: int,

@@ -40,11 +40,9 @@ CAPTION_PX = 24  # the strip above each timelapse frame that carries its epoch
 Curves = dict[str, tuple[list[int], list[float]]]  # metric name -> (epochs, values)
 
 
-
 def upscale_factor(image_size: int, face_px: int) -> int:
     """Whole-number factor, so nearest-neighbour upscaling keeps every generated pixel square."""
     return math.ceil(face_px / image_size)
-
 
 
 @torch.no_grad()
@@ -54,12 +52,10 @@ def generate_faces(generator: nn.Module, z: torch.Tensor, face_px: int) -> torch
     return F.interpolate(images, scale_factor=upscale_factor(images.shape[-1], face_px), mode="nearest")
 
 
-
 def tile(faces: torch.Tensor, columns: int) -> Image.Image:
     """Faces in [-1, 1] as one RGB picture, `columns` wide, 2 px apart."""
     grid = make_grid(faces, nrow=columns, padding=2, normalize=True, value_range=(-1, 1))
     return Image.fromarray(grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy())
-
 
 
 def image_grid(generator: nn.Module, z: torch.Tensor, columns: int, face_px: int) -> Image.Image:
@@ -67,11 +63,9 @@ def image_grid(generator: nn.Module, z: torch.Tensor, columns: int, face_px: int
     return tile(generate_faces(generator, z, face_px), columns)
 
 
-
 def ping_pong(count: int) -> list[int]:
     """0, 1, ..., count - 1, ..., 1: a loop that turns back instead of jumping to its start."""
     return list(range(count)) + list(range(count - 2, 0, -1))
-
 
 
 def interpolation_pictures(generator: nn.Module, z: torch.Tensor, rows: int,
@@ -82,11 +76,9 @@ def interpolation_pictures(generator: nn.Module, z: torch.Tensor, rows: int,
     return tile(faces, columns=steps), frames
 
 
-
 def frame_ms(fps: int) -> int:
     """GIFs count in centiseconds, and browsers slow frames under 2 cs down to 10: stay within both."""
     return 10 * max(2, round(100 / fps))
-
 
 
 def save_gif(frames: Sequence[Image.Image], path: Path, fps: int, final_ms: int | None = None) -> None:
@@ -100,11 +92,9 @@ def save_gif(frames: Sequence[Image.Image], path: Path, fps: int, final_ms: int 
     log.info("wrote %s (%d frames, %dx%d px)", path, len(frames), frames[0].width, frames[0].height)
 
 
-
 def render_samples(generator: nn.Module, params: RenderParams, path: Path) -> None:
     z = seeded_latents(params.grid**2, generator.config.nz, params.seed, params.temperature)
     save_png(image_grid(generator, z, columns=params.grid, face_px=params.face_px), path)
-
 
 
 def render_interpolation(generator: nn.Module, params: RenderParams, png: Path, gif: Path) -> None:
@@ -114,7 +104,6 @@ def render_interpolation(generator: nn.Module, params: RenderParams, png: Path, 
     strip, frames = interpolation_pictures(generator, z, rows, steps, params.face_px)
     save_png(strip, png)
     save_gif(frames, gif, params.gif_fps)
-
 
 
 def timelapse_frame(grid: Path, epoch: int) -> Image.Image:
@@ -131,14 +120,12 @@ def timelapse_frame(grid: Path, epoch: int) -> Image.Image:
     return frame
 
 
-
 def read_timelapse(folder: Path) -> list[Image.Image]:
     """The per-epoch fixed-noise grids DVCLive kept (<epoch>.png) as frames, oldest first."""
     grids = sorted((int(path.stem), path) for path in folder.glob("*.png") if re.fullmatch(r"\d+", path.stem))
     if not grids:
         raise PipelineError(f"{folder}: no per-epoch sample grids; run the train stage first")
     return [timelapse_frame(grid, epoch) for epoch, grid in grids]
-
 
 
 def read_metric(metrics_dir: Path, name: str) -> tuple[list[int], list[float]]:
@@ -160,10 +147,8 @@ def read_metric(metrics_dir: Path, name: str) -> tuple[list[int], list[float]]:
     return epochs, values
 
 
-
 def read_curves(metrics_dir: Path) -> Curves:
     return {name: read_metric(metrics_dir, name) for name in LOSS_METRICS + DISCRIMINATOR_METRICS}
-
 
 
 def render_losses(curves: Curves, path: Path) -> None:

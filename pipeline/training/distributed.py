@@ -18,7 +18,6 @@ class NoLive:
         return lambda *args, **kwargs: None
 
 
-
 def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device); under torchrun, one process per device joins the group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -42,7 +42,6 @@ log = logging.getLogger("pipeline.train")
 SAMPLE_GRID = 64
 
 
-
 def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]:
     """Train to params.epochs, continuing output/checkpoint.pt where its params allow."""
     torch.manual_seed(params.seed)
@@ -132,7 +131,6 @@ def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]
         dist.barrier()
         dist.destroy_process_group()
     return summary
-
 
 
 def finish(run: Run, params: TrainParams, config: NetConfig, manifest: Path, output: Path,

@@ -82,7 +82,6 @@ class Run:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
 
 
-
 def uses_channels_last(params: TrainParams, device: torch.device) -> bool:
     """NHWC for the convolutional nets, where oneDNN and cuDNN run it faster (MPS does not)."""
     return device.type != "mps" and params.arch == "dcgan"
@@ -119,7 +118,6 @@ def resume_blocker(state: dict[str, Any], params: TrainParams) -> str | None:
     return None
 
 
-
 def try_resume(path: Path, run: Run, params: TrainParams) -> bool:
     if not path.is_file():
         return False
@@ -137,11 +135,9 @@ def try_resume(path: Path, run: Run, params: TrainParams) -> bool:
     return True
 
 
-
 def save_checkpoint(path: Path, run: Run, params: TrainParams, config: NetConfig) -> None:
     with atomic_path(path) as tmp:
         torch.save(run.state(params, config), tmp)
-
 
 
 def prune_snapshots(folder: Path, epochs_kept: int) -> None:

@@ -23,7 +23,6 @@ def labelled_subset(rows: list[dict[str, str]], classes: tuple[str, ...], fracti
     return torch.where(keep, labels, torch.full_like(labels, -1))
 
 
-
 @torch.no_grad()
 def class_accuracy(discriminator: nn.Module, faces: torch.Tensor, labels: torch.Tensor,
                    bf16: bool) -> float:
@@ -37,7 +36,6 @@ def class_accuracy(discriminator: nn.Module, faces: torch.Tensor, labels: torch.
         correct += int((logits[:, :-1].argmax(1) == labels[start:start + 256]).sum())
     discriminator.train()
     return correct / faces.shape[0]
-
 
 
 def train_supervised_baseline(params: TrainParams, config: NetConfig, faces: torch.Tensor,
@@ -56,7 +54,6 @@ def train_supervised_baseline(params: TrainParams, config: NetConfig, faces: tor
         loss.backward()
         optimizer.step()
     return classifier
-
 
 
 def sgan_accuracies(params: TrainParams, manifest: Path, run: Run, device: torch.device,
