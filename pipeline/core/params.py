@@ -53,8 +53,10 @@ class ScrapeParams:
     rate: float | None = None
     workers: int = 2
     timeout: float = 30.0
+    deadline: float = 300.0
     retries: int = 4
     max_bytes: int = 50_000_000
+    max_pixels: int = 40_000_000
     user_agent: str = "anime-face-dcgan/0.1 (research scraper; +https://github.com/anime-face-dcgan)"
     local_path: str | None = None
     demo_seed: int = 0
@@ -82,6 +84,10 @@ class ScrapeParams:
         _require(self.rate is None or self.rate > 0, "scrape.rate",
                  f"must be a positive number of requests per second, got {self.rate}")
         _require(self.timeout > 0, "scrape.timeout", f"must be positive, got {self.timeout}")
+        _require(self.deadline >= self.timeout, "scrape.deadline",
+                 f"must be at least scrape.timeout ({self.timeout}), got {self.deadline}")
+        _require(self.max_pixels >= 1_000_000, "scrape.max_pixels",
+                 f"must be at least 1000000 (one megapixel), got {self.max_pixels}")
         _require(self.retries >= 0, "scrape.retries", f"must be 0 or more, got {self.retries}")
         _require(bool(self.user_agent.strip()), "scrape.user_agent", "must not be empty")
         if self.base_url is not None:
