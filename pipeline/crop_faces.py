@@ -3,7 +3,8 @@
 python -m pipeline.crop_faces [--input data/raw/images] [--output data/faces]
 
 crop.mode passthrough takes images that already are faces (a local face set): each is centre-cropped
-to a square and resized, and no cascade is needed.
+to a square and resized, and no cascade is needed. scrape.max_pixels, the decoded-pixel limit of the
+scrape, guards this stage too: a larger image is skipped before it is decoded.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=Path("data/faces"),
                         help="folder for the face crops and boxes.jsonl (default: %(default)s)")
     parser.add_argument("--stats", type=Path, default=Path("data/crop_stats.json"),
-                        help="counts of images, faces, padded faces and unreadable files "
+                        help="counts of images, faces, padded faces and skipped files "
                              "(default: %(default)s)")
     args = parser.parse_args(argv)
     params = read_section("crop", args.params)
-    stats = crop_folder(params, args.input, args.output)
+    max_pixels = read_section("scrape", args.params).max_pixels
+    stats = crop_folder(params, args.input, args.output, max_pixels)
     write_json(args.stats, stats)
 
 

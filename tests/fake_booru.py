@@ -3,7 +3,8 @@
 One FakeBooru plays a Moebooru (listing HTML and post.json), a Danbooru (posts.json) or a Gelbooru
 0.2 (the dapi) site, in the shapes those sites serve, awkward parts included:
 protocol-relative URLs, `&amp;` in hrefs, deleted posts without files, Danbooru's 410 past page
-1000 and its `page=b<id>`, Gelbooru's empty sample_url and empty body for no results. Every
+1000 and its `page=b<id>`, Gelbooru's empty sample_url and empty body for no results; and hostile
+ones a test asks for: bodies trickled a byte at a time, ids that are not numbers. Every
 request is recorded with its arrival time, so tests measure politeness on the server side.
 """
 
@@ -44,6 +45,7 @@ class Fault:
     body: bytes | None = None  # None: the real body
     delay: float = 0.0  # seconds before answering, to trip the client's timeout
     truncate_to: int | None = None  # send only this many bytes of a body announced in full
+    trickle: float = 0.0  # send the body a byte at a time, this many seconds apart
 
 
 @dataclass
@@ -57,11 +59,16 @@ class FakePost:
     sample: bytes | None = None  # None: no sample of its own, the site lists the original
     preview: bytes = PREVIEW
     deleted: bool = False  # listed without any file, as deleted and hidden posts are
+    listed_id: object = None  # None: its id; else what every listing gives as its id ("abc")
     faults: list[Fault] = field(default_factory=list)  # answers to its file requests, in order
 
     @property
     def md5(self) -> str:
         return self.listed_md5 or hashlib.md5(self.body).hexdigest()
+
+    @property
+    def shown_id(self) -> object:
+        return self.id if self.listed_id is None else self.listed_id
 
 
 MOEBOORU_RATINGS = {"safe": "s", "questionable": "q", "explicit": "e"}
@@ -75,6 +82,7 @@ class FakeBooru:
     site: str = "moebooru"  # moebooru | danbooru | gelbooru
     first_page: int = 1  # the page number of pages[0]
     robots: str = ALLOW_ALL
+    robots_status: int = 200  # another status answers robots.txt with an empty body
     changed_listing: str | None = None  # served for every listing and API page (changed markup)
     page_faults: dict[int, list[Fault]] = field(default_factory=dict)  # by page number
     hits: Counter = field(default_factory=Counter)  # requests by path
@@ -130,7 +138,7 @@ class FakeBooru:
     def moebooru_object(self, post: FakePost) -> dict:
         """The post.json / Post.register object; URLs protocol-relative, as Moebooru may send."""
         host = "//" + self.url.split("://", 1)[1]
-        data = {"id": post.id, "tags": post.tags, "created_at": 1_700_000_000, "score": 1,
+        data = {"id": post.shown_id, "tags": post.tags, "created_at": 1_700_000_000, "score": 1,
                 "md5": post.md5, "file_size": len(post.body), "file_ext": "jpg",
                 "rating": MOEBOORU_RATINGS[post.rating], "width": 64, "height": 48,
                 "status": "deleted" if post.deleted else "active", "parent_id": None,
@@ -152,7 +160,7 @@ class FakeBooru:
                 f'<a class="directlink smallimg" href="{self.url}{paths["original"]}">'
                 f'<span class="directlink-res">64 x 48</span></a>')
             items.append(
-                f'<li style="width: 160px;" id="p{post.id}" class=" javascript-hide creator-id-1">'
+                f'<li style="width: 160px;" id="p{post.shown_id}" class=" javascript-hide creator-id-1">'
                 f'<div class="inner" style="width: 150px; height: 150px;">'
                 f'<a class="thumb" href="/post/show/{post.id}"><img src="{preview}" alt="{alt}" '
                 f'class="preview" title="{alt}" width="16" height="12"></a></div>{link}</li>')
@@ -169,7 +177,7 @@ class FakeBooru:
                 f'<script type="text/javascript">\n{scripts}\n</script></body></html>')
 
     def danbooru_object(self, post: FakePost) -> dict:
-        data = {"id": post.id, "rating": DANBOORU_RATINGS[post.rating], "tag_string": post.tags,
+        data = {"id": post.shown_id, "rating": DANBOORU_RATINGS[post.rating], "tag_string": post.tags,
                 "file_ext": "jpg", "file_size": len(post.body), "image_width": 64,
                 "image_height": 48, "is_deleted": post.deleted, "is_banned": False, "score": 1}
         if not post.deleted:
@@ -193,7 +201,7 @@ class FakeBooru:
 
     def gelbooru_object(self, post: FakePost) -> dict:
         directory, image = post.id // 1000, f"img{post.id}.jpg"
-        data = {"id": post.id, "hash": post.md5, "image": image, "directory": directory,
+        data = {"id": post.shown_id, "hash": post.md5, "image": image, "directory": directory,
                 "width": 64, "height": 48, "rating": GELBOORU_RATINGS[post.rating],
                 "tags": f" {post.tags} ", "score": 1, "source": "", "status": "active",
                 "sample_url": "", "file_url": "", "preview_url": ""}
@@ -242,7 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
         booru = self.booru
         booru.record(self.path)
         if parts.path == "/robots.txt":
-            self.reply(200, "text/plain", booru.robots.encode())
+            robots = booru.robots.encode() if booru.robots_status == 200 else b""
+            self.reply(booru.robots_status, "text/plain", robots)
         elif (listing := booru.listing(parts.path, query)) is not None:
             status, content_type, body = listing
             if booru.changed_listing is not None:
@@ -266,7 +275,12 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body[:fault.truncate_to] if fault else body)
+        if fault is not None and fault.trickle:
+            for i in range(len(body)):  # until the client hangs up
+                self.wfile.write(body[i:i + 1])
+                time.sleep(fault.trickle)
+        else:
+            self.wfile.write(body[:fault.truncate_to] if fault else body)
 
 
 class _QuietServer(ThreadingHTTPServer):

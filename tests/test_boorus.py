@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 
@@ -15,6 +16,7 @@ from pipeline.web.boorus import (
     parse_gelbooru_json,
     parse_moebooru_json,
     parse_moebooru_listing,
+    register_calls,
 )
 
 PAGE_URL = "https://konachan.net/post?page=2&tags=barefoot"
@@ -245,3 +247,89 @@ def test_sites_table():
     # Danbooru's listing HTML no longer carries file URLs: its API whatever scrape.api says
     assert SITES["danbooru"].adapter("html").parse is parse_danbooru_json
     assert SITES["gelbooru"].adapter("html").parse is parse_gelbooru_json
+
+
+# Hostile pages: parsing stays linear, and a post in a shape no post has is skipped and named
+
+def _best_time(parse, repeats: int = 3) -> float:
+    """The fastest of a few runs: the least disturbed by whatever else the machine is doing."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        parse()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def test_post_register_parsing_is_linear_on_a_hostile_page():
+    """One long line of calls that never end the way a call line does: a lazy regex retried from
+    each of them was quadratic (120 KB took 4 s). Twice the page must take about twice the time."""
+    def page(size: int) -> str:
+        hostile = "Post.register({})x" * (size // 18)
+        return KONACHAN_PAGE.replace("</script>", hostile + "\n</script>")
+
+    small, large = page(150_000), page(300_000)
+    parse_moebooru_listing(small, PAGE_URL)  # warm up
+    ratio = _best_time(lambda: parse_moebooru_listing(large, PAGE_URL)) / \
+        _best_time(lambda: parse_moebooru_listing(small, PAGE_URL))
+    assert ratio < 3.0, ratio  # linear: 2; quadratic: 4
+    listing = parse_moebooru_listing(large, PAGE_URL)  # and the page still reads right
+    assert [post.id for post in listing.posts] == [334664, 334663]
+    assert listing.posts[0].tags == ("barefoot", "candy", "dress")
+
+
+def test_register_calls_decodes_each_call_and_skips_what_is_not_json():
+    script = ('Post.register({"id": 1});\nPost.register( {"id": 2, "x": ")"} ) ;'
+              'Post.register({"id": 3, "deep": ' + "[" * 100_000 + ');'
+              'Post.register({"id": 4, "big": ' + "9" * 5000 + '});'
+              'Post.register(nonsense); Post.register({"id": 5, "tags": "a b"})')
+    assert list(register_calls(script)) == [{"id": 1}, {"id": 2, "x": ")"},
+                                            {"id": 5, "tags": "a b"}]
+    assert list(register_calls("no calls here")) == []
+
+
+def test_listing_posts_with_malformed_ids_are_skipped_and_named():
+    page = KONACHAN_PAGE.replace('id="p334663"', 'id="pabc"').replace(
+        '"id":334664,', '"id":"x","other":1,"id2":334664,')
+    listing = parse_moebooru_listing(page, PAGE_URL)
+    # 334664's Post.register has no usable id: its post is read from the markup alone
+    assert [post.id for post in listing.posts] == [334664]
+    assert listing.posts[0].tags == ("barefoot", "candy") and listing.posts[0].md5 is None
+    assert listing.malformed == ("post id 'abc' is not a number",)
+    assert listing.without_file == 1 and listing.lowest_id == 334662
+
+
+def test_a_listing_of_only_malformed_ids_is_changed_markup():
+    page = "<ul id='post-list-posts'><li id='pone'></li><li id='ptwo'></li></ul>"
+    with pytest.raises(MarkupError, match=r"li#p<id>"):
+        parse_moebooru_listing(page, PAGE_URL)
+
+
+def test_api_posts_in_malformed_shapes_are_skipped_and_named():
+    objects = json.loads(YANDERE_JSON)
+    objects += [{**objects[0], "id": "x"}, {**objects[0], "id": True}, {**objects[0], "id": 2.5},
+                {**objects[0], "id": 1201, "file_url": 5},
+                {**objects[0], "id": 1202, "md5": "not an md5"},
+                {**objects[0], "id": "9" * 5000}]
+    listing = parse_moebooru_json(json.dumps(objects), "https://yande.re/post.json")
+    assert [post.id for post in listing.posts] == [1200, 1198]
+    assert listing.without_file == 1 and listing.lowest_id == 1198
+    assert listing.malformed[:5] == (
+        "post id 'x' is not a number", "post id True is not a number",
+        "post id 2.5 is not a number", "post 1201: file_url 5 is not a URL",
+        "post 1202: md5 'not an md5' is not an md5")
+    assert listing.malformed[5].startswith("post id '9999") and len(listing.malformed[5]) < 80
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000, "[" + "9" * 5000 + "]"])
+def test_json_pages_too_deep_or_too_long_a_number_are_one_line_errors(body):
+    with pytest.raises(MarkupError, match="not JSON"):
+        parse_danbooru_json(body, "https://safebooru.donmai.us/posts.json?page=1")
+
+
+def test_listed_md5_is_compared_in_lower_case():
+    upper = json.loads(DANBOORU_JSON)
+    upper[0]["md5"] = "A" * 32
+    post = parse_danbooru_json(json.dumps(upper), "https://safebooru.donmai.us/posts.json").posts[0]
+    assert post.md5 == "a" * 32 and post.expected_md5(post.urls["original"]) == "a" * 32
+    assert Post(1, {"original": "o"}, md5="ABC").expected_md5("o") == "abc"

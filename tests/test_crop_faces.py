@@ -110,6 +110,7 @@ def test_corrupt_images_are_counted_and_skipped(tmp_path, crop_params, drawings)
           "--stats", str(tmp_path / "stats.json")])
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["images"] == 3 and stats["unreadable"] == 2 and stats["faces"] == drawn
+    assert stats["skipped"] == {"unreadable": 2, "too_many_pixels": 0}
     assert not (output / "stale_0.png").exists()  # the output is replaced, not mixed
     assert not list(tmp_path.glob(".*.partial"))
 
@@ -148,13 +149,29 @@ def test_killed_run_keeps_the_previous_output(tmp_path, crop_params, drawings):
     while time.monotonic() < deadline and not list(staging.glob("*.png")):
         time.sleep(0.02)
     assert child.poll() is None, "the run ended before it could be killed"
+    workers = subprocess.run(["pgrep", "-P", str(child.pid)], capture_output=True,
+                             text=True).stdout.split()
+    assert workers
     child.send_signal(signal.SIGKILL)
     child.wait()
+    deadline = time.monotonic() + 30  # its workers notice and end too: none is left waiting
+    while time.monotonic() < deadline and any(map(running, workers)):
+        time.sleep(0.1)
+    assert not any(map(running, workers))
     assert list(staging.glob("*.png"))  # killed halfway: its partial output is left behind
     assert (output / "boxes.jsonl").read_text() == before
     assert len(list(output.glob("*.png"))) == len(before.splitlines()) == 5 * drawings.faces()
     main(args)  # and the rerun completes
     assert (output / "boxes.jsonl").read_text() == before and not staging.exists()
+
+
+def running(pid: str) -> bool:
+    """Whether a process is there and not a zombie (an orphan's exit that nobody has reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_grow_box_keeps_the_centre_and_adds_margin_on_every_side():
@@ -265,7 +282,7 @@ def test_passthrough_square_crops_faces_without_a_cascade(tmp_path, demo_faces, 
     count = len(list(demo_faces.glob("*.jpg")))
     assert count > 1
     assert stats == {"images": count, "unreadable": 0, "images_with_faces": count, "faces": count,
-                     "faces_padded": 0}
+                     "faces_padded": 0, "skipped": {"unreadable": 0, "too_many_pixels": 0}}
     records = read_boxes(output)
     assert records[0]["face"] == "00000_0.png" and records[0]["source_image"] == "00000.jpg"
     assert all(r["box"] == r["crop_box"] == [0, 0, 96, 96] for r in records)  # margin is ignored

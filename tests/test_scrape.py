@@ -12,7 +12,9 @@ import pytest
 from fake_booru import FakeBooru, FakePost, Fault, jpeg_bytes, served
 
 from pipeline.core.cli import run_stage
+from pipeline.core.files import write_bytes
 from pipeline.scrape import main
+from pipeline.web.collection import Collection
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -181,3 +183,125 @@ def test_sigkill_then_rerun_fetches_nothing_twice(tmp_path, fake):
         assert path.suffix == ".jpg"  # no partial file under its final name, no temp file left
     records = [json.loads(line) for line in (tmp_path / "raw" / "posts.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in records) == list(range(21, 41))
+
+
+# Hostile servers and pages: the post is skipped and counted with its reason, the run goes on
+
+def test_a_trickling_file_is_cut_at_the_deadline_and_the_run_goes_on(tmp_path, fake):
+    # one byte every 10 ms never trips the 0.5 s read timeout; the whole file would take 7 s
+    fake.pages[0][0].faults = [Fault(trickle=0.01)] * 2
+    params = write_params(tmp_path, base_url=fake.url, timeout=0.5, deadline=1.0, retries=1)
+    started = time.monotonic()
+    stats, records, _ = run(tmp_path, params)
+    assert time.monotonic() - started < 10  # two attempts of about 1 s each
+    assert stats["failed"] == 1 and stats["downloaded"] == 2
+    assert len(stats["failures"]) == 1
+    assert stats["failures"][0].startswith("post 11:") and "1 s deadline" in stats["failures"][0]
+    assert sorted(r["id"] for r in records) == [9, 10]
+
+
+def test_a_trickling_listing_page_stops_the_run_with_one_line(tmp_path, fake, capsys):
+    fake.page_faults[1] = [Fault(trickle=0.01)] * 2
+    params = write_params(tmp_path, base_url=fake.url, timeout=0.5, deadline=1.0, retries=1)
+    code, errors = run_failing(tmp_path, params, capsys)
+    assert code == 2 and len(errors) == 1
+    assert f"{fake.url}/post?page=1" in errors[0] and "1 s deadline" in errors[0]
+
+
+def test_robots_server_error_stops_the_run_with_one_line(tmp_path, fake, capsys):
+    """RFC 9309: a robots.txt that answers 5xx disallows everything, so not even page 1 is read."""
+    fake.robots_status = 503
+    code, errors = run_failing(tmp_path, write_params(tmp_path, base_url=fake.url), capsys)
+    assert code == 2 and len(errors) == 1
+    assert "robots.txt could not be read" in errors[0] and "HTTP 503" in errors[0]
+    assert fake.hits["/post"] == 0
+
+
+@pytest.mark.parametrize(("site", "source", "api", "bad_id"), [
+    ("moebooru", "yandere", "html", "abc"), ("moebooru", "yandere", "json", "abc"),
+    ("danbooru", "danbooru", "json", "abc"), ("gelbooru", "gelbooru", "json", "abc"),
+    ("moebooru", "yandere", "html", "1.5"), ("moebooru", "yandere", "json", True),
+    ("moebooru", "yandere", "json", 1.5), ("moebooru", "yandere", "json", -3),
+    ("danbooru", "danbooru", "json", "12x")])
+def test_a_post_with_a_malformed_id_is_counted_and_skipped(tmp_path, fake, site, source, api,
+                                                           bad_id, caplog):
+    fake.site = site
+    fake.pages[0][1].listed_id = bad_id
+    params = write_params(tmp_path, base_url=fake.url, source=source, api=api)
+    with caplog.at_level("WARNING", logger="pipeline.scrape"):
+        stats, records, _ = run(tmp_path, params)
+    assert stats["malformed"] == 1 and stats["failed"] == 0
+    assert stats["downloaded"] == 2 and sorted(r["id"] for r in records) == [9, 11]
+    assert len(stats["failures"]) == 1 and "malformed post(s) skipped" in stats["failures"][0]
+    assert sum("malformed" in message for message in caplog.messages) == 1
+
+
+def test_a_listed_md5_is_compared_without_regard_to_case(tmp_path, fake):
+    right, wrong = fake.pages[0]
+    right.listed_md5 = right.md5.upper()
+    wrong.listed_md5 = "ABCDEF" * 5 + "AB"  # not its md5, in upper case
+    stats, records, _ = run(tmp_path, write_params(tmp_path, base_url=fake.url, file="original"))
+    assert stats["downloaded"] == 2 and stats["failed"] == 1
+    assert "does not match" in stats["failures"][0] and stats["failures"][0].startswith("post 10:")
+    by_id = {r["id"]: r for r in records}
+    assert by_id[11]["post_md5"] == right.md5.lower() == by_id[11]["md5"]
+
+
+def test_a_damaged_file_without_a_record_is_fetched_again(tmp_path, fake):
+    """After a power loss a file may stand under its final name with its bytes lost and no record:
+    it must decode whole to count, else it is fetched again."""
+    params = write_params(tmp_path, base_url=fake.url)
+    _, records, out = run(tmp_path, params)
+    kept = [r for r in records if r["id"] != 10]
+    (out / "posts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    damaged = out / "images" / "demo_10.jpg"
+    damaged.write_bytes(damaged.read_bytes()[:100])  # a JPEG cut short
+    stats, records, _ = run(tmp_path, params)
+    assert stats["downloaded"] == 1 and stats["skipped"] == 2 and stats["failed"] == 0
+    assert damaged.read_bytes() == fake.pages[0][1].body
+    assert sorted(r["id"] for r in records) == [9, 10, 11]
+
+
+def test_a_torn_last_line_of_posts_jsonl_is_cut_before_appending(tmp_path):
+    """A record appended after a torn line must read back even if the run never compacts
+    (a local import killed again, say)."""
+    root = tmp_path / "raw"
+    first = Collection(root, "local")
+    record = {"source": "local", "tags": [], "rating": "", "page": None, "post_md5": None}
+    first.keep("local_a", jpeg_bytes((10, 20, 30)), {**record, "id": "a", "url": "a.jpg"})
+    posts = root / "posts.jsonl"
+    with posts.open("a") as handle:
+        handle.write('{"file": "local_b.jpg", "source": "lo')  # killed mid-append
+    second = Collection(root, "local")
+    second.keep("local_c", jpeg_bytes((30, 20, 10)), {**record, "id": "c", "url": "c.jpg"})
+    lines = posts.read_text().splitlines()
+    assert [json.loads(line)["file"] for line in lines] == ["local_a.jpg", "local_c.jpg"]
+    assert posts.read_text().endswith("\n")
+
+
+def test_a_local_import_adopts_a_file_whose_record_was_lost(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(jpeg_bytes((200, 100, 0)))
+    params = write_params(tmp_path, source="local", local_path=str(folder), max_posts=0)
+    _, records, out = run(tmp_path, params)
+    (out / "posts.jsonl").write_text('{"file": "loc')  # only a torn line left
+    stats, again, _ = run(tmp_path, params)
+    assert stats["skipped"] == 1 and again == records
+
+
+def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    """fsync of the file's bytes, then the rename, then fsync of the folder (POSIX)."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.fstat(fd).st_ino)),
+                                                 real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", None)),
+                                                     real_replace(a, b)))
+    target = tmp_path / "images" / "a.jpg"
+    write_bytes(target, b"picture")
+    assert target.read_bytes() == b"picture"
+    inode = target.stat().st_ino  # a rename keeps the inode
+    assert events[:2] == [("fsync", inode), ("replace", None)]
+    if os.name == "posix":
+        assert events[2:] == [("fsync", target.parent.stat().st_ino)]

@@ -18,15 +18,38 @@ log = logging.getLogger("pipeline")
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary sibling of `path`; it replaces `path` only if the block succeeds. Its
+    bytes are on the disk before the rename, and the rename too before this returns, so a power
+    loss leaves the old file or the whole new one under the name, never a renamed empty file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
+        _fsync_file(tmp)
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("r+b") as handle:  # writable: Windows commits only through a writable handle
+        os.fsync(handle.fileno())
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename in `folder` durable where the platform can open a directory (POSIX)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows: directories cannot be opened; its renames are journaled anyway
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temporaries(folder: str | Path) -> int:

@@ -1,5 +1,10 @@
 """Face crops from illustrations: the cascade's boxes, grown by a margin, cut out square and resized;
-or, in passthrough mode, images that already are faces, square-cropped. One process per core."""
+or, in passthrough mode, images that already are faces, square-cropped. One process per core.
+
+A file that cannot be decoded, or holds more pixels than scrape.max_pixels, is skipped and counted
+under its reason; a worker process that dies (the kernel's OOM killer, a crash in a decoder) stops
+the stage with one line naming the image it was reading.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,28 @@ import logging
 import multiprocessing
 import os
 import shutil
-from collections.abc import Sequence
+import signal
+import struct
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Iterator, MutableSequence, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
+from types import FrameType
 
 import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pipeline.core.params import CropParams, PipelineError
+from pipeline.core.params import CropParams, PipelineError, ScrapeParams
 from pipeline.data.formats import BOXES_FILE
 from pipeline.vision.cascade import detect_faces, load_detector, resolve_cascade
 
@@ -29,6 +46,13 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 # (which the GAN learns to draw too) and a mirror would copy eyes and mouths into the margin.
 PAD_BORDER = cv2.BORDER_REPLICATE
 
+# What Pillow's plugins raise on damaged or hostile data, beside its "broken image" OSError and
+# SyntaxError (a PNG chunk that breaks off, say): whichever it is, the file cannot be cropped.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
+                 struct.error, zlib.error)
+UNREADABLE, TOO_MANY_PIXELS = "unreadable", "too_many_pixels"  # the reasons an image is skipped
+CHUNK = 4  # images per task sent to a worker: fewer round trips, still an even spread
+
 Box = tuple[int, int, int, int]  # x, y, w, h in source pixels
 
 
@@ -36,23 +60,73 @@ Box = tuple[int, int, int, int]  # x, y, w, h in source pixels
 class CropResult:
     source: str
     records: list[dict]
-    error: str | None = None
+    skipped: str | None = None  # why the image was skipped: UNREADABLE or TOO_MANY_PIXELS
+    error: str | None = None  # the details, for the log
 
 
+class SkippedImage(Exception):
+    """An image that is not cropped, and why: `reason` is a key of the stats' `skipped`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+# A worker process's own state, set by _init_worker: its detector, the pixel limit, and its slot of
+# the board where it notes the image it is reading, for the parent to name should it die there.
 _detector: cv2.CascadeClassifier | None = None
+_max_pixels = ScrapeParams.max_pixels
+_board: MutableSequence[int] | None = None
+_slot = 0
 
 
-def _init_worker(cascade_path: str | None) -> None:
-    global _detector
+def _init_worker(cascade_path: str | None, max_pixels: int, board: MutableSequence[int],
+                 slots: Synchronized) -> None:
+    global _detector, _max_pixels, _board, _slot
     cv2.setNumThreads(1)  # one image per process already uses every core
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, _end_quietly)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    # scrape.max_pixels, checked on the header, replaces Pillow's warning at its own higher limit
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     if cascade_path is not None:
         _detector = load_detector(Path(cascade_path))
+    _max_pixels, _board = max_pixels, board
+    with slots.get_lock():
+        _slot, slots.value = slots.value, slots.value + 1
 
 
-def read_bgr(path: Path) -> np.ndarray:
-    """Decode fully with Pillow, which raises on truncated files that OpenCV would half-read."""
-    with Image.open(path) as image:
-        rgb = np.asarray(image.convert("RGB"))
+def _end_quietly(signum: int, frame: FrameType | None) -> None:
+    """When one worker dies, the pool ends the others with SIGTERM: they leave their slot empty,
+    so the board names only the image of the one that died."""
+    if _board is not None:
+        _board[_slot] = -1
+    os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker once the stage process is gone (killed): nobody is left to take its results,
+    and the pool's queues would keep it waiting forever."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
+
+
+def read_bgr(path: Path, max_pixels: int = ScrapeParams.max_pixels) -> np.ndarray:
+    """Decode fully with Pillow, which raises on truncated files that OpenCV would half-read; but
+    first the size on the header, so an image bomb (a small file of a huge picture) is refused
+    before it is decoded. Raises SkippedImage with the reason."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise SkippedImage(TOO_MANY_PIXELS, f"{width}x{height} pixels, over the "
+                                                    f"scrape.max_pixels limit of {max_pixels}")
+            rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    except Image.DecompressionBombError as exc:  # past Pillow's own limit, checked on opening
+        raise SkippedImage(TOO_MANY_PIXELS, str(exc)) from exc
+    except DECODE_ERRORS as exc:
+        raise SkippedImage(UNREADABLE, f"{exc.__class__.__name__}: {exc}") from exc
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
@@ -99,12 +173,13 @@ def face_boxes(bgr: np.ndarray, params: CropParams) -> list[tuple[Box, Box]]:
     return [(box, grow_box(box, params.margin)) for box in sorted(found)]
 
 
-def crop_image(job: tuple[Path, Path, CropParams]) -> CropResult:
+def crop_image(job: tuple[Path, Path, CropParams],
+               max_pixels: int = ScrapeParams.max_pixels) -> CropResult:
     source, output, params = job
     try:
-        bgr = read_bgr(source)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        return CropResult(source.name, [], f"{exc.__class__.__name__}: {exc}")
+        bgr = read_bgr(source, max_pixels)
+    except SkippedImage as exc:
+        return CropResult(source.name, [], exc.reason, str(exc))
     height, width = bgr.shape[:2]
     records = []
     for k, (box, crop_box) in enumerate(face_boxes(bgr, params)):
@@ -125,24 +200,60 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def crop_folder(params: CropParams, source: Path, output: Path) -> dict[str, int]:
-    """Crop every image of `source` into `output`, replacing it only once all crops are written."""
+def _crop_in_worker(job: tuple[int, Path, Path, CropParams]) -> CropResult:
+    """crop_image in a worker, with the image's index on the board while it is being read."""
+    index, source, output, params = job
+    assert _board is not None
+    _board[_slot] = index
+    try:
+        return crop_image((source, output, params), _max_pixels)
+    finally:
+        _board[_slot] = -1
+
+
+@contextmanager
+def crop_in_pool(images: list[Path], output: Path, params: CropParams, max_pixels: int,
+                 workers: int, cascade: str | None) -> Iterator[Iterator[CropResult]]:
+    """crop_image's results for every image, in their order, from `workers` processes, forked
+    before any other thread starts. A worker that dies stops the stage with one line naming the
+    image it was reading (multiprocessing.Pool would wait for its result forever); workers still
+    busy when the stage stops first finish their current task."""
+    board = multiprocessing.RawArray("i", [-1] * workers)  # per worker: the image it is reading
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker,
+                               initargs=(cascade, max_pixels, board, multiprocessing.Value("i", 0)))
+    jobs = [(index, path, output, params) for index, path in enumerate(images)]
+    try:
+        yield pool.map(_crop_in_worker, jobs, chunksize=CHUNK)
+    except BrokenProcessPool:
+        pool.shutdown()  # the other workers end and leave their slots empty
+        reading = " or ".join(images[index].name for index in board if index >= 0)
+        raise PipelineError(
+            f"a crop_faces worker process died while reading {reading or 'no image'} "
+            "(killed for lack of memory? lower crop.workers or scrape.max_pixels, or remove the "
+            "file); the previous output is left as it was") from None
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def crop_folder(params: CropParams, source: Path, output: Path,
+                max_pixels: int) -> dict[str, int | dict[str, int]]:
+    """Crop every image of `source` into `output`, replacing it only once all crops are written.
+    `max_pixels` is scrape.max_pixels: larger images are skipped before they are decoded."""
     cascade = str(resolve_cascade(params.cascade)) if params.mode == "detect" else None
     images = list_images(source)
     staging = output.with_name(f".{output.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     workers = params.workers or os.cpu_count() or 1
-    stats = {"images": len(images), "unreadable": 0, "images_with_faces": 0, "faces": 0,
-             "faces_padded": 0}
-    with (multiprocessing.Pool(workers, _init_worker, (cascade,)) as pool,
-          (staging / BOXES_FILE).open("w") as boxes):
-        jobs = [(path, staging, params) for path in images]
-        for result in tqdm(pool.imap(crop_image, jobs, chunksize=4), total=len(jobs),
-                           desc="crop_faces", unit="image"):
-            if result.error:
-                stats["unreadable"] += 1
-                log.warning("skipped unreadable image %s (%s)", result.source, result.error)
+    skipped = {UNREADABLE: 0, TOO_MANY_PIXELS: 0}
+    stats: dict = {"images": len(images), "unreadable": 0, "images_with_faces": 0, "faces": 0,
+                   "faces_padded": 0, "skipped": skipped}
+    with (crop_in_pool(images, staging, params, max_pixels, workers, cascade) as results,
+          (staging / BOXES_FILE).open("w") as boxes, logging_redirect_tqdm()):  # logs above the bar
+        for result in tqdm(results, total=len(images), desc="crop_faces", unit="image"):
+            if result.skipped:
+                skipped[result.skipped] += 1
+                log.warning("skipped %s, %s: %s", result.source, result.skipped, result.error)
                 continue
             stats["images_with_faces"] += bool(result.records)
             stats["faces"] += len(result.records)
@@ -150,9 +261,10 @@ def crop_folder(params: CropParams, source: Path, output: Path) -> dict[str, int
                 stats["faces_padded"] += leaves_image(record["crop_box"], record["image_width"],
                                                       record["image_height"])
                 boxes.write(json.dumps(record) + "\n")
+    stats["unreadable"] = skipped[UNREADABLE]  # the key of earlier runs, kept for comparisons
     shutil.rmtree(output, ignore_errors=True)
     staging.rename(output)
-    log.info("%d faces in %d of %d images (%d unreadable, %d padded at the picture's edge)",
-             stats["faces"], stats["images_with_faces"], stats["images"], stats["unreadable"],
-             stats["faces_padded"])
+    log.info("%d faces in %d of %d images (%d unreadable, %d over scrape.max_pixels, %d padded at "
+             "the picture's edge)", stats["faces"], stats["images_with_faces"], stats["images"],
+             skipped[UNREADABLE], skipped[TOO_MANY_PIXELS], stats["faces_padded"])
     return stats

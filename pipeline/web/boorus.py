@@ -3,14 +3,26 @@
 Every adapter gives the scrape stage the same two things, a listing URL for a page and a parser
 turning that page into a Listing, so the download, resume and politeness machinery is written once.
 The shapes parsed here are those the sites serve: HTML listings with Post.register lines, and
-their JSON APIs.
+their JSON APIs. A page is untrusted input: parsing is linear in its size, and a post in a shape no
+post has (an id that is not a number, an md5 that is not one) is skipped and named in
+Listing.malformed, while the rest of the page is taken.
+
+Which file a listed md5 describes, site by site (Post.expected_md5 checks exactly these):
+- Moebooru (konachan, yande.re, the demo booru): `md5` is the original's (`file_url`). The sample
+  and the JPEG version are re-encodings, and previews are thumbnails, none with an md5 of its own;
+  a picture too small for a sample lists its original as `sample_url`, which is then checked.
+- Danbooru: `md5` is the original's (`file_url`); `large_file_url` is a re-encoded sample unless the
+  picture is small, when it is the original's URL; the preview is a thumbnail.
+- Gelbooru 0.2: `hash` is the original's md5 (`file_url`); an empty `sample_url` means the original
+  stands in for the sample; the preview is a thumbnail.
+No site lists an md5 for a sample or a preview, so those are checked by decoding only.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urljoin
@@ -24,21 +36,28 @@ class MarkupError(PipelineError):
     """The page no longer looks like the site we know: stop rather than scrape nothing."""
 
 
+class MalformedPost(ValueError):
+    """One listed post in a shape no post has: skipped and counted, the rest of the page taken."""
+
+
 @dataclass(frozen=True)
 class Post:
     id: int
     urls: Mapping[str, str]  # file kind (preview, sample, original) -> absolute URL, as listed
     tags: tuple[str, ...] = ()
     rating: str = ""  # safe | questionable | explicit; "" when the site does not say
-    md5: str | None = None  # of the original file, as the site lists it
+    md5: str | None = None  # of the original file, as the site lists it (lower-case hex)
 
     def url(self, kind: str) -> str:
         """The wanted file, else the next larger one: a small picture has no sample of its own."""
         return next(self.urls[k] for k in FILE_KINDS[FILE_KINDS.index(kind):] if self.urls.get(k))
 
     def expected_md5(self, url: str) -> str | None:
-        """The listed md5 describes the original only, so only a download of it can be checked."""
-        return self.md5 if url == self.urls.get("original") else None
+        """The listed md5 describes the original only (see the module docstring), so a download
+        is checked against it when its URL is the original's, whichever kind listed it."""
+        if self.md5 is None or url != self.urls.get("original"):
+            return None
+        return self.md5.lower()
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,7 @@ class Listing:
     has_next: bool
     without_file: int = 0  # posts listed without a file (deleted, or hidden from anonymous users)
     lowest_id: int | None = None  # of every post on the page, hidden ones too: Danbooru pages by id
+    malformed: tuple[str, ...] = ()  # why each post in a shape no post has was skipped
 
 
 PageUrl = Callable[[str, str, int, int | None], str]  # (base URL, tags, page, lowest id) -> URL
@@ -78,13 +98,49 @@ GELBOORU_RATINGS = {"safe": "safe", "general": "safe", "questionable": "question
 API_PAGE_SIZE = 100  # posts per JSON page: Moebooru's maximum, within Danbooru's and Gelbooru's
 DANBOORU_LAST_NUMBERED_PAGE = 1000  # page 1001 answers 410; beyond, pages go by id
 
-_REGISTER = re.compile(r"Post\.register\((\{.*?\})\)\s*;?\s*$", re.MULTILINE)
+MAX_POST_ID = 10**18  # ids are database keys; a longer number is not one
+SHOWN_CHARS = 40  # of a malformed value quoted in a reason
+
+_REGISTER_CALL = "Post.register("
+_SPACE = re.compile(r"\s*")
+_JSON = json.JSONDecoder()
+_MD5 = re.compile(r"[0-9a-fA-F]{32}")
 _ALT_RATING = re.compile(r"Rating:\s*(\w+)")
 _ALT_TAGS = re.compile(r"Tags:\s*(.*?)\s*User:")
 
 
 def _rating(table: Mapping[str, str], value: Any) -> str:
     return table.get(str(value).strip().lower(), "")
+
+
+def _shown(value: Any) -> str:
+    """A value quoted in a reason, cut short: a hostile page may put megabytes in one field."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+
+
+def post_id(value: Any) -> int:
+    """A post id as the sites give it, a positive integer or its decimal digits; else the post is
+    malformed. bool is not a number here, and neither are floats or non-ASCII digits."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < MAX_POST_ID:
+        return value
+    raise MalformedPost(f"post id {_shown(value)} is not a number")
+
+
+def _md5(value: Any, post: int) -> str | None:
+    """The listed md5 in lower case (sites differ in case; md5_of gives lower); None if none."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and _MD5.fullmatch(value):
+        return value.lower()
+    raise MalformedPost(f"post {post}: md5 {_shown(value)} is not an md5")
+
+
+def _text(value: Any) -> str | None:
+    """A string field, or None for a missing, empty or non-string one."""
+    return value if isinstance(value, str) and value else None
 
 
 def _absolute(page_url: str, urls: Mapping[str, Any]) -> dict[str, str]:
@@ -106,32 +162,48 @@ def moebooru_json_url(base_url: str, tags: str, page: int, lowest_id: int | None
     return _query(base_url, "/post.json", limit=API_PAGE_SIZE, page=page, tags=tags)
 
 
+def register_calls(script: str) -> Iterator[Any]:
+    """The argument of each Post.register(...) call in a script, in one pass: find the call, let
+    json decode the value from there (it stops where the value ends), go on after it. Every
+    character is looked at a bounded number of times, however the page is built; a regular
+    expression retrying a lazy match from each call was quadratic on a long line of them."""
+    start = script.find(_REGISTER_CALL)
+    while start != -1:
+        value_at = _SPACE.match(script, start + len(_REGISTER_CALL)).end()
+        try:
+            value, end = _JSON.raw_decode(script, value_at)
+        except (ValueError, RecursionError):  # not JSON, a 5000-digit number, or nested too deep
+            end = value_at
+        else:
+            yield value
+        start = script.find(_REGISTER_CALL, end)
+
+
 def _registered_posts(soup: BeautifulSoup) -> dict[int, dict]:
-    """Moebooru repeats each post's API object in a Post.register({...}) script line."""
+    """Moebooru repeats each post's API object in a Post.register({...}) script line. An object
+    without a usable id is left out: its post, if the markup lists one, is read from the markup."""
     registered = {}
     for script in soup.find_all("script"):
-        for match in _REGISTER.finditer(script.string or ""):
-            try:
-                data = json.loads(match.group(1))
-            except json.JSONDecodeError:
-                continue
-            if isinstance(data, dict) and "id" in data:
-                registered[int(data["id"])] = data
+        for data in register_calls(script.string or ""):
+            if isinstance(data, dict):
+                try:
+                    registered[post_id(data.get("id"))] = data
+                except MalformedPost:
+                    continue
     return registered
 
 
-def _post_from_item(item, page_url: str, registered: dict[int, dict]) -> Post | None:
+def _post_from_item(item, number: int, page_url: str, registered: dict[int, dict]) -> Post | None:
     """The markup gives the preview and the direct link; Post.register, when present, the rest."""
-    post_id = int(item["id"].lstrip("p"))
-    data = registered.get(post_id, {})
+    data = registered.get(number, {})
     link = item.select_one("a.directlink")
-    direct = link.get("href") if link else None
-    original = data.get("file_url") or direct
+    direct = _text(link.get("href")) if link else None
+    original = _text(data.get("file_url")) or direct
     if not original:
         return None
     preview = item.select_one("img.preview")
-    alt = preview.get("alt", "") if preview else ""
-    tags = data.get("tags")
+    alt = str(preview.get("alt", "")) if preview else ""
+    tags = _text(data.get("tags"))
     if tags is None:
         found = _ALT_TAGS.search(alt)
         tags = found.group(1) if found else ""
@@ -140,13 +212,13 @@ def _post_from_item(item, page_url: str, registered: dict[int, dict]) -> Post | 
         found = _ALT_RATING.search(alt)
         rating = found.group(1) if found else ""
     urls = {"preview": preview.get("src") if preview else None,
-            "sample": data.get("sample_url") or direct, "original": original}
-    return Post(id=post_id, urls=_absolute(page_url, urls), tags=tuple(tags.split()),
-                rating=_rating(MOEBOORU_RATINGS, rating), md5=data.get("md5"))
+            "sample": _text(data.get("sample_url")) or direct, "original": original}
+    return Post(id=number, urls=_absolute(page_url, urls), tags=tuple(tags.split()),
+                rating=_rating(MOEBOORU_RATINGS, rating), md5=_md5(data.get("md5"), number))
 
 
 def parse_moebooru_listing(html: str, page_url: str) -> Listing:
-    """Posts of a Moebooru /post listing page."""
+    """Posts of a Moebooru /post listing page: each li#p<id> of ul#post-list-posts."""
     soup = BeautifulSoup(html, "html.parser")
     container = soup.select_one("ul#post-list-posts")
     if container is None:
@@ -155,13 +227,26 @@ def parse_moebooru_listing(html: str, page_url: str) -> Listing:
         raise MarkupError(f"{page_url}: expected the post list ul#post-list-posts, found none "
                           "(the site's markup changed?)")
     registered = _registered_posts(soup)
-    items = container.find_all("li", id=re.compile(r"^p\d+$"))
-    if container.find("li") and not items:
+    items = container.find_all("li", id=re.compile(r"^p"))
+    posts: list[Post] = []
+    ids: list[int] = []
+    without_file = 0
+    malformed: list[str] = []
+    for item in items:
+        try:
+            ids.append(number := post_id(item["id"][1:]))
+            post = _post_from_item(item, number, page_url, registered)
+        except MalformedPost as exc:
+            malformed.append(str(exc))
+            continue
+        if post is None:
+            without_file += 1
+        else:
+            posts.append(post)
+    if container.find("li") and not ids:
         raise MarkupError(f"{page_url}: expected li#p<id> items in ul#post-list-posts, found none")
-    posts = [post for item in items if (post := _post_from_item(item, page_url, registered))]
     has_next = soup.select_one("a.next_page, a[rel=next]") is not None
-    lowest = min((int(item["id"][1:]) for item in items), default=None)
-    return Listing(posts, has_next, len(items) - len(posts), lowest)
+    return Listing(posts, has_next, without_file, min(ids, default=None), tuple(malformed))
 
 
 @dataclass(frozen=True)
@@ -184,7 +269,7 @@ GELBOORU_FIELDS = ApiFields("preview_url", "sample_url", "file_url", "tags", "ha
 def _load_json(body: str, page_url: str) -> Any:
     try:
         return json.loads(body)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, a 5000-digit number, or nested too deep
         raise MarkupError(f"{page_url}: expected a JSON array of posts, got something else "
                           "(not JSON)") from None
 
@@ -201,22 +286,41 @@ def _post_objects(data: Any, page_url: str) -> list[dict]:
     return data
 
 
-def _api_post(data: dict, page_url: str, fields: ApiFields) -> Post | None:
-    """None for a post without a file: deleted, or hidden from anonymous users."""
-    if not data.get(fields.original) or data.get("is_deleted") or data.get("status") == "deleted":
+def _api_post(data: dict, number: int, page_url: str, fields: ApiFields) -> Post | None:
+    """None for a post without a file: deleted, or hidden from anonymous users. Raises
+    MalformedPost for a post in a shape no post has."""
+    original = data.get(fields.original)
+    if not original or data.get("is_deleted") or data.get("status") == "deleted":
         return None
+    if not isinstance(original, str):
+        raise MalformedPost(f"post {number}: {fields.original} {_shown(original)} is not a URL")
     urls = {"preview": data.get(fields.preview), "sample": data.get(fields.sample),
-            "original": data[fields.original]}
-    return Post(id=int(data["id"]), urls=_absolute(page_url, urls),
-                tags=tuple(str(data.get(fields.tags) or "").split()),
-                rating=_rating(fields.ratings, data.get("rating")), md5=data.get(fields.md5) or None)
+            "original": original}
+    return Post(id=number, urls=_absolute(page_url, urls),
+                tags=tuple((_text(data.get(fields.tags)) or "").split()),
+                rating=_rating(fields.ratings, data.get("rating")),
+                md5=_md5(data.get(fields.md5), number))
 
 
 def _api_listing(objects: list[dict], page_url: str, fields: ApiFields) -> Listing:
-    """APIs have no next link: a page with nothing on it is the last."""
-    posts = [post for data in objects if (post := _api_post(data, page_url, fields))]
-    lowest = min((int(data["id"]) for data in objects), default=None)
-    return Listing(posts, bool(objects), len(objects) - len(posts), lowest)
+    """APIs have no next link: a page with nothing on it is the last (malformed posts count as
+    something on it)."""
+    posts: list[Post] = []
+    ids: list[int] = []
+    without_file = 0
+    malformed: list[str] = []
+    for data in objects:
+        try:
+            ids.append(number := post_id(data["id"]))
+            post = _api_post(data, number, page_url, fields)
+        except MalformedPost as exc:
+            malformed.append(str(exc))
+            continue
+        if post is None:
+            without_file += 1
+        else:
+            posts.append(post)
+    return Listing(posts, bool(objects), without_file, min(ids, default=None), tuple(malformed))
 
 
 def parse_moebooru_json(body: str, page_url: str) -> Listing:

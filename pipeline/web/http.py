@@ -1,10 +1,11 @@
 """The scraper's one HTTP client, shared by every site adapter, polite by construction.
 
 Every request start, retries and robots.txt included, passes one per-host rate limiter; robots.txt
-is obeyed; only failures that can heal are retried, and their waits follow what the server asked
-for (a Retry-After, or a 429, pauses that host for every thread: the server means this client, not
-one request); bodies are bounded so a bad page cannot fill the disk. urllib3's own Retry is not
-used because its retries would bypass the rate limiter.
+is obeyed (RFC 9309); only failures that can heal are retried, and their waits follow what the
+server asked for (a Retry-After, a 429 or a 5xx pauses that host for every thread: the server means
+this client, not one request); bodies are bounded in size and in time, so a bad server can neither
+fill the disk nor hold a download forever; redirects stay on the origin the scrape was pointed at.
+urllib3's own Retry is not used because its retries would bypass the rate limiter.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from protego import Protego
 
 from pipeline.core.params import PipelineError, ScrapeParams
@@ -29,7 +32,9 @@ log = logging.getLogger("pipeline.web.http")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
-ROBOTS_MAX_BYTES = 500 * 1024  # what Google reads of a robots.txt; more is a broken file
+ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: parse at least 500 KiB; what lies beyond is ignored
+DISALLOW_ALL = Protego.parse("User-agent: *\nDisallow: /\n")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 CHALLENGE_SNIFF_BYTES = 256 * 1024  # a Cloudflare challenge page puts its marker well before this
 CHUNK_BYTES = 64 * 1024
 TRANSIENT_ERRORS = (
@@ -51,6 +56,42 @@ class FetchError(PipelineError):
 
 class CloudflareChallenge(FetchError):
     """The site answers with a bot challenge; retrying only annoys it, so stop that source."""
+
+
+class DeadlineExceeded(requests.Timeout):
+    """A download still unfinished at its deadline, however steadily its bytes trickle in: given up
+    and retried like any timeout."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The moment an attempt is given up: `seconds` after it started."""
+    seconds: float
+    at: float  # time.monotonic()
+
+    @classmethod
+    def start(cls, seconds: float) -> Deadline:
+        return cls(seconds, time.monotonic() + seconds)
+
+    def check(self, url: str) -> None:
+        if time.monotonic() > self.at:
+            raise DeadlineExceeded(f"{url}: not finished within its {self.seconds:g} s deadline")
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """What a body must be to be read: at most `max_bytes` (a longer one is refused, or with
+    `truncate` cut there: robots.txt), of a Content-Type starting with one of `accept`."""
+    max_bytes: int | None = None
+    accept: tuple[str, ...] | None = None
+    truncate: bool = False
+
+
+@dataclass(frozen=True)
+class Robots:
+    """An origin's robots.txt rules; `unreadable` says why none could be read, which disallows all."""
+    rules: Protego
+    unreadable: str | None = None
 
 
 class HostRateLimiter:
@@ -107,6 +148,28 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _scheme_host_port(url: str) -> tuple[str, str, int] | None:
+    """The origin of an http(s) URL with its default port filled in; None for any other URL."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # a port out of range or not a number
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
+
+
+def redirect_allowed(source: str, target: str) -> bool:
+    """Only to the same scheme, host and port, or from http to https on the host's default https
+    port: another host, another port (another service) or a downgrade to http is somewhere the
+    scrape was not pointed, and robots.txt and the rate limit were set up for this origin."""
+    here, there = _scheme_host_port(source), _scheme_host_port(target)
+    if here is None or there is None:
+        return False
+    return there == here or (here[0] == "http" and there == ("https", here[1], DEFAULT_PORTS["https"]))
+
+
 class PoliteSession:
     """A requests session that cannot be impolite: see the module docstring.
 
@@ -115,12 +178,14 @@ class PoliteSession:
     """
 
     def __init__(self, user_agent: str, rate: float, timeout: float = ScrapeParams.timeout,
+                 deadline: float = ScrapeParams.deadline,
                  retries: int = ScrapeParams.retries, backoff: float = 1.0, max_backoff: float = 60.0,
                  default_retry_after: float = 30.0, max_retry_after: float = 300.0,
                  respect_robots: bool = True,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.user_agent = user_agent
-        self.timeout = timeout
+        self.timeout = timeout  # to connect, and for each read
+        self.deadline = deadline  # for a whole attempt, body included
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -134,7 +199,7 @@ class PoliteSession:
         self._lock = threading.Lock()  # guards the counters and the robots lock table
         self._requests_sent = 0
         self._robots_refused = 0
-        self._robots: dict[str, Protego] = {}
+        self._robots: dict[str, Robots] = {}
         self._robots_locks: dict[str, threading.Lock] = {}
         self._paused_until: dict[str, float] = {}  # host -> time.monotonic() its pause ends
 
@@ -148,19 +213,21 @@ class PoliteSession:
         return self._robots_refused
 
     def allowed(self, url: str) -> bool:
-        """Whether robots.txt lets our user agent fetch `url`. A site without a robots.txt (any
-        4xx) allows everything; one whose robots.txt cannot be read (5xx, unreachable) is
-        treated the same, with a warning, rather than stopping the scrape. A Cloudflare
-        challenge on robots.txt is raised: the pages behind it would get one too."""
+        """Whether robots.txt lets our user agent fetch `url` (RFC 9309 2.3.1). A site without a
+        robots.txt (a 4xx other than 429) allows everything. One whose robots.txt cannot be read
+        (5xx or 429 after the retries, no connection, a redirect off the origin or more than 5)
+        disallows everything: the site may be down or overloaded, and what it forbids is unknown.
+        A Cloudflare challenge on robots.txt is raised: the pages behind it would get one too."""
         if not self.respect_robots:
             return True
-        return self._robots_for(_origin(url)).can_fetch(url, self.user_agent)
+        return self._robots_for(_origin(url)).rules.can_fetch(url, self.user_agent)
 
     def get(self, url: str, *, max_bytes: int | None = None,
             accept: tuple[str, ...] | None = None) -> requests.Response:
-        """GET `url` politely; the returned response has its body read, within `max_bytes`, and
-        a Content-Type starting with one of `accept` when given. Raises FetchError otherwise."""
-        return self._get_following_redirects(url, max_bytes, accept, obey_robots=True)
+        """GET `url` politely; the returned response has its body read, within `max_bytes` and the
+        deadline, and a Content-Type starting with one of `accept` when given. Raises FetchError
+        otherwise."""
+        return self._get_following_redirects(url, BodyLimits(max_bytes, accept), obey_robots=True)
 
     def close(self) -> None:
         self._session.close()
@@ -172,7 +239,7 @@ class PoliteSession:
                  traceback: TracebackType | None) -> None:
         self.close()
 
-    def _robots_for(self, origin: str) -> Protego:
+    def _robots_for(self, origin: str) -> Robots:
         """One fetch per origin even when many threads ask at once: a lock per origin, so a slow
         robots.txt on one site does not hold up the others."""
         with self._lock:
@@ -182,63 +249,67 @@ class PoliteSession:
                 self._robots[origin] = self._load_robots(origin)
             return self._robots[origin]
 
-    def _load_robots(self, origin: str) -> Protego:
+    def _load_robots(self, origin: str) -> Robots:
         robots_url = f"{origin}/robots.txt"
         try:
-            response = self._get_following_redirects(robots_url, ROBOTS_MAX_BYTES, None,
-                                                     obey_robots=False)
+            response = self._get_following_redirects(
+                robots_url, BodyLimits(ROBOTS_MAX_BYTES, truncate=True), obey_robots=False)
         except CloudflareChallenge:
             raise
         except FetchError as exc:
             if exc.status is not None and 400 <= exc.status < 500 \
                     and exc.status not in RETRY_STATUSES:
                 log.debug("%s: HTTP %d, so everything is allowed", robots_url, exc.status)
-            else:
-                log.warning("%s; cannot read robots.txt, assuming everything is allowed", exc)
-            return Protego.parse("")
-        return Protego.parse(response.content.decode("utf-8", errors="replace"))
+                return Robots(Protego.parse(""))
+            log.warning("%s; robots.txt cannot be read, so nothing on %s is fetched", exc, origin)
+            return Robots(DISALLOW_ALL, unreadable=str(exc))
+        return Robots(Protego.parse(response.content.decode("utf-8", errors="replace")))
 
-    def _get_following_redirects(self, url: str, max_bytes: int | None,
-                                 accept: tuple[str, ...] | None,
+    def _refusal(self, url: str) -> str:
+        unreadable = self._robots_for(_origin(url)).unreadable
+        if unreadable is None:
+            return f"{url}: robots.txt disallows it for our user agent"
+        return f"{url}: robots.txt could not be read, which disallows everything ({unreadable})"
+
+    def _get_following_redirects(self, url: str, limits: BodyLimits,
                                  obey_robots: bool) -> requests.Response:
         """Redirects are followed here, not by requests, so every hop is rate-limited, checked
-        against robots.txt, and kept on the host the scrape was pointed at."""
+        against robots.txt, and kept on the origin the scrape was pointed at (redirect_allowed)."""
         requested_url = url
         for _ in range(MAX_REDIRECTS + 1):
             if obey_robots and not self.allowed(url):
                 with self._lock:
                     self._robots_refused += 1
-                raise FetchError(f"{url}: robots.txt disallows it for our user agent", url=url)
-            response = self._get_with_retries(url, max_bytes, accept)
+                raise FetchError(self._refusal(url), url=url)
+            response = self._get_with_retries(url, limits)
             if not response.is_redirect:
                 return response
             target = urljoin(url, response.headers["Location"])
-            if _hostname(target) != _hostname(url) \
-                    or urlsplit(target).scheme not in ("http", "https"):
-                raise FetchError(f"{url}: redirects to another host or scheme ({target}); "
+            if not redirect_allowed(url, target):
+                raise FetchError(f"{url}: redirects to another host, port or scheme ({target}); "
                                  "not following", url=url, status=response.status_code)
             url = target
         raise FetchError(f"{requested_url}: more than {MAX_REDIRECTS} redirects",
                          url=requested_url, status=response.status_code)
 
-    def _get_with_retries(self, url: str, max_bytes: int | None,
-                          accept: tuple[str, ...] | None) -> requests.Response:
+    def _get_with_retries(self, url: str, limits: BodyLimits) -> requests.Response:
         host = _hostname(url)
         attempt = 0
         while True:
             self._wait_turn(host)
             with self._lock:
                 self._requests_sent += 1
+            deadline = Deadline.start(self.deadline)
             try:
                 with self._session.get(url, timeout=self.timeout, stream=True,
                                        allow_redirects=False) as response:
-                    if _is_cloudflare_challenge(response):
+                    if _is_cloudflare_challenge(response, url, deadline):
                         raise CloudflareChallenge(
                             f"{url}: the site is behind a Cloudflare bot challenge "
                             f"(HTTP {response.status_code}); this scraper will not solve it",
                             url=url, status=response.status_code)
                     if response.status_code not in RETRY_STATUSES:
-                        _check_and_read(response, url, max_bytes, accept)
+                        _check_and_read(response, url, limits, deadline)
                         return response
                     status: int | None = response.status_code
                     reason = f"HTTP {response.status_code}"
@@ -253,10 +324,10 @@ class PoliteSession:
             wait = self._backoff(attempt) if pause is None else pause
             log.warning("%s: %s; retry %d of %d in %.1f s", url, reason, attempt + 1,
                         self.retries, wait)
-            if pause is None:
+            if status is None:  # no answer (a lost connection, a timeout): this request's bad luck
                 self._sleep(wait)
-            else:  # the server asked this client, not this request, to wait: every thread waits
-                self._pause_host(host, pause)
+            else:  # the server answered 429 or 5xx to this client, not to one request: all wait
+                self._pause_host(host, wait)
             attempt += 1
 
     def _wait_turn(self, host: str) -> None:
@@ -302,7 +373,7 @@ class PoliteSession:
         return step / 2 + random.uniform(0, step / 2)
 
 
-def _is_cloudflare_challenge(response: requests.Response) -> bool:
+def _is_cloudflare_challenge(response: requests.Response, url: str, deadline: Deadline) -> bool:
     if response.status_code not in (403, 503):
         return False
     if response.headers.get("Server", "").strip().lower() != "cloudflare":
@@ -310,15 +381,15 @@ def _is_cloudflare_challenge(response: requests.Response) -> bool:
     if response.headers.get("cf-mitigated", "").strip().lower() == "challenge":
         return True
     sniffed = b""
-    for chunk in response.iter_content(CHUNK_BYTES):
+    for chunk in _body_chunks(response, url, deadline):
         sniffed += chunk
         if len(sniffed) >= CHALLENGE_SNIFF_BYTES:
             break
     return b"_cf_chl_opt" in sniffed
 
 
-def _check_and_read(response: requests.Response, url: str, max_bytes: int | None,
-                    accept: tuple[str, ...] | None) -> None:
+def _check_and_read(response: requests.Response, url: str, limits: BodyLimits,
+                    deadline: Deadline) -> None:
     """Fail permanently on a client error, a wrong Content-Type or an oversized body, and
     otherwise leave the whole body in `response.content`. Redirects are left unread."""
     status = response.status_code
@@ -327,17 +398,49 @@ def _check_and_read(response: requests.Response, url: str, max_bytes: int | None
     if response.is_redirect:
         return
     content_type = response.headers.get("Content-Type", "")
-    if accept is not None and not content_type.strip().lower().startswith(accept):
-        raise FetchError(f"{url}: Content-Type {content_type!r} is not one of {', '.join(accept)}",
-                         url=url, status=status)
+    if limits.accept is not None and not content_type.strip().lower().startswith(limits.accept):
+        raise FetchError(f"{url}: Content-Type {content_type!r} is not one of "
+                         f"{', '.join(limits.accept)}", url=url, status=status)
+    max_bytes = limits.max_bytes
     declared = response.headers.get("Content-Length", "")
-    if max_bytes is not None and declared.isdigit() and int(declared) > max_bytes:
+    if max_bytes is not None and not limits.truncate and declared.isdigit() \
+            and int(declared) > max_bytes:
         raise FetchError(f"{url}: Content-Length {declared} is over the {max_bytes}-byte limit",
                          url=url, status=status)
     body = bytearray()
-    for chunk in response.iter_content(CHUNK_BYTES):
+    for chunk in _body_chunks(response, url, deadline):
         body += chunk
         if max_bytes is not None and len(body) > max_bytes:
+            if limits.truncate:
+                del body[max_bytes:]
+                break
             raise FetchError(f"{url}: body is over the {max_bytes}-byte limit",
                              url=url, status=status)
     response._content = bytes(body)  # requests has no public way to hand over a streamed body
+
+
+def _body_chunks(response: requests.Response, url: str, deadline: Deadline) -> Iterator[bytes]:
+    """The decoded body as it arrives, the deadline checked between chunks. urllib3's read1 returns
+    what one socket read brings, and `timeout` bounds that read, so a server trickling bytes is
+    cut off at most `timeout` after the deadline; iter_content would wait for a whole chunk."""
+    while True:
+        deadline.check(url)
+        chunk = _read1(response.raw)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _read1(raw: urllib3.HTTPResponse) -> bytes:
+    """One read of the body, its errors raised as requests' iter_content raises them, so the
+    retry loop tells a connection that can heal from a body that cannot."""
+    try:
+        return raw.read1(CHUNK_BYTES, decode_content=True)
+    except urllib3.exceptions.ProtocolError as exc:  # cut short, Content-Length mismatch
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.ConnectionError(exc) from exc
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc

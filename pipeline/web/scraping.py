@@ -45,7 +45,7 @@ def fetch_post(session: PoliteSession, collection: Collection, post: Post, kind:
             return DUPLICATE
         data = session.get(url, max_bytes=max_bytes, accept=("image/",)).content
         expected = post.expected_md5(url)
-        if expected is not None and md5_of(data) != expected:
+        if expected is not None and md5_of(data) != expected:  # both lower-case hex
             raise ValueError(f"md5 {md5_of(data)} does not match the listed {expected}")
         return collection.keep(stem, data, record)
     except CloudflareChallenge:
@@ -96,6 +96,18 @@ def listing_pages(session: PoliteSession, adapter: Adapter, base_url: str,
         lowest_id = min((x for x in (lowest_id, listing.lowest_id) if x is not None), default=None)
 
 
+def count_malformed(listing: Listing, page_url: str, stats: ScrapeStats) -> None:
+    """Posts skipped for their shape: all counted, one log line and one failure reason a page,
+    however many a hostile page holds."""
+    if not listing.malformed:
+        return
+    count = len(listing.malformed)
+    reason = f"{page_url}: {count} malformed post(s) skipped, first: {listing.malformed[0]}"
+    log.warning("%s", reason)
+    stats.malformed += count
+    stats.failures.append(reason)
+
+
 def wanted_posts(listing: Listing, params: ScrapeParams, seen: set[int],
                  stats: ScrapeStats) -> list[Post]:
     """The posts of a page to fetch: not seen before in this run, of a wanted rating, within
@@ -132,7 +144,7 @@ def scrape_site(params: ScrapeParams, collection: Collection) -> ScrapeStats:
     site = SITES[params.source]
     adapter = site.adapter(params.api)
     session = PoliteSession(params.user_agent, rate=params.rate or site.rate, timeout=params.timeout,
-                            retries=params.retries)
+                            deadline=params.deadline, retries=params.retries)
     seen: set[int] = set()
     progress = tqdm(total=params.max_posts or None, desc="scrape", unit="post")
     try:
@@ -140,6 +152,7 @@ def scrape_site(params: ScrapeParams, collection: Collection) -> ScrapeStats:
             for page_url, listing in listing_pages(session, adapter, base_url, params):
                 stats.pages += 1
                 stats.without_file += listing.without_file
+                count_malformed(listing, page_url, stats)
                 posts = wanted_posts(listing, params, seen, stats)
                 fetch = partial(fetch_post, session, collection, kind=params.file,
                                 page_url=page_url, max_bytes=params.max_bytes)
@@ -164,7 +177,8 @@ def import_member(collection: Collection, member: Member) -> Outcome:
     record = {"source": "local", "id": digest, "tags": [], "rating": "", "url": member.name,
               "page": None, "post_md5": None}
     try:
-        if collection.existing(f"local_{digest}", None):
+        if existing := collection.existing(f"local_{digest}", None):
+            collection.adopt(existing, record)  # a file whose record a killed run did not write
             return SKIPPED
         return collection.keep(f"local_{digest}", member.data, record)
     except (ValueError, OSError) as exc:
@@ -187,13 +201,13 @@ def scrape_local(params: ScrapeParams, collection: Collection) -> ScrapeStats:
 
 
 def scrape(params: ScrapeParams, output: Path) -> ScrapeStats:
-    collection = Collection(output, params.source)
+    collection = Collection(output, params.source, max_pixels=params.max_pixels)
     try:
         stats = (scrape_local if params.source == "local" else scrape_site)(params, collection)
     finally:
         collection.compact()
     log.info("%d listed: %d downloaded, %d already here, %d duplicates, %d failed, %d of other "
-             "ratings (%d requests)", stats.listed, stats.downloaded, stats.skipped,
-             stats.duplicates, stats.failed, stats.filtered, stats.requests)
+             "ratings, %d malformed (%d requests)", stats.listed, stats.downloaded, stats.skipped,
+             stats.duplicates, stats.failed, stats.filtered, stats.malformed, stats.requests)
     return stats
 
