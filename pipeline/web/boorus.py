@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
@@ -228,25 +229,12 @@ def parse_moebooru_listing(html: str, page_url: str) -> Listing:
                           "(the site's markup changed?)")
     registered = _registered_posts(soup)
     items = container.find_all("li", id=re.compile(r"^p"))
-    posts: list[Post] = []
-    ids: list[int] = []
-    without_file = 0
-    malformed: list[str] = []
-    for item in items:
-        try:
-            ids.append(number := post_id(item["id"][1:]))
-            post = _post_from_item(item, number, page_url, registered)
-        except MalformedPost as exc:
-            malformed.append(str(exc))
-            continue
-        if post is None:
-            without_file += 1
-        else:
-            posts.append(post)
-    if container.find("li") and not ids:
-        raise MarkupError(f"{page_url}: expected li#p<id> items in ul#post-list-posts, found none")
     has_next = soup.select_one("a.next_page, a[rel=next]") is not None
-    return Listing(posts, has_next, without_file, min(ids, default=None), tuple(malformed))
+    listing = _listing(((item["id"][1:], partial(_post_from_item, item, page_url=page_url,
+                                                 registered=registered)) for item in items), has_next)
+    if container.find("li") and listing.lowest_id is None:
+        raise MarkupError(f"{page_url}: expected li#p<id> items in ul#post-list-posts, found none")
+    return listing
 
 
 @dataclass(frozen=True)
@@ -305,14 +293,21 @@ def _api_post(data: dict, number: int, page_url: str, fields: ApiFields) -> Post
 def _api_listing(objects: list[dict], page_url: str, fields: ApiFields) -> Listing:
     """APIs have no next link: a page with nothing on it is the last (malformed posts count as
     something on it)."""
+    return _listing(((data["id"], partial(_api_post, data, page_url=page_url, fields=fields))
+                     for data in objects), has_next=bool(objects))
+
+
+def _listing(entries: Iterable[tuple[Any, Callable[[int], Post | None]]], has_next: bool) -> Listing:
+    """A page's posts from (listed id, build the post) pairs, whatever the site's format: a post in
+    a shape no post has is skipped and named, one without a file counted."""
     posts: list[Post] = []
     ids: list[int] = []
     without_file = 0
     malformed: list[str] = []
-    for data in objects:
+    for listed_id, build in entries:
         try:
-            ids.append(number := post_id(data["id"]))
-            post = _api_post(data, number, page_url, fields)
+            ids.append(number := post_id(listed_id))
+            post = build(number)
         except MalformedPost as exc:
             malformed.append(str(exc))
             continue
@@ -320,7 +315,7 @@ def _api_listing(objects: list[dict], page_url: str, fields: ApiFields) -> Listi
             without_file += 1
         else:
             posts.append(post)
-    return Listing(posts, bool(objects), without_file, min(ids, default=None), tuple(malformed))
+    return Listing(posts, has_next, without_file, min(ids, default=None), tuple(malformed))
 
 
 def parse_moebooru_json(body: str, page_url: str) -> Listing:
