@@ -8,10 +8,12 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.core.params import PipelineError, TrainParams
+from pipeline.models.augment import ada_adjust, augment
 from pipeline.models.ema import ema_update
 from pipeline.models.losses import LOSSES, gradient_penalty, sgan_class_loss, sgan_real_fake_logit
 from pipeline.training.run import Run, uses_channels_last
@@ -19,7 +21,6 @@ from pipeline.training.run import Run, uses_channels_last
 
 def cpu_has_fast_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
 
 
 def resolve_bf16(precision: str, device: torch.device) -> bool:
@@ -35,12 +36,10 @@ def resolve_bf16(precision: str, device: torch.device) -> bool:
     return supported
 
 
-
 def autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
     if not bf16:
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
-
 
 
 def to_model_input(batch: torch.Tensor, flip: bool, channels_last: bool) -> torch.Tensor:
@@ -54,11 +53,24 @@ def to_model_input(batch: torch.Tensor, flip: bool, channels_last: bool) -> torc
     return images
 
 
+ADA_INTERVAL = 4  # D steps between two moves of the adaptive augmentation's p, as in ADA
+
+
+def real_signs(real: torch.Tensor, fake: torch.Tensor, loss: str, real_target: float) -> torch.Tensor:
+    """sign(D(real)) about D's decision boundary, ADA's overfitting signal: 0 for the logits of
+    the nonsaturating and hinge losses, halfway between lsgan's targets, and the mean score of the
+    fakes for the Wasserstein critic, whose offset is arbitrary."""
+    boundary: torch.Tensor | float = 0.0
+    if loss == "lsgan":
+        boundary = real_target / 2
+    elif loss == "wgan-gp":
+        boundary = fake.float().mean()
+    return torch.sign(real.float() - boundary)
+
 
 def use_compile(setting: str, device: torch.device) -> bool:
     """auto: on CUDA, where CUDA graphs remove the launch overhead of these small networks."""
     return setting == "on" or (setting == "auto" and device.type == "cuda")
-
 
 
 @dataclass
@@ -72,6 +84,28 @@ class Step:
     device: torch.device
     bf16: bool
     channels_last: bool
+    world: int = 1
+
+    def augmented(self, images: torch.Tensor) -> torch.Tensor:
+        """What D sees of `images`: augmented with probability p unless train.augment is off."""
+        if self.params.augment == "off":
+            return images
+        return augment(images, self.params.augment_policy, self.run.augment_p)
+
+    def adapt(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> None:
+        """Tally sign(D(real)) and, every ADA_INTERVAL D steps, move p by it (on the device)."""
+        run, params = self.run, self.params
+        signs = real_signs(real_scores.detach(), fake_scores.detach(), params.loss, params.label_smoothing)
+        run.augment_stats[0] += signs.sum()
+        run.augment_stats[1] += signs.numel()  # a kernel argument, not a copy from the host
+        if run.step % ADA_INTERVAL:
+            return
+        if self.world > 1:  # every rank moves its p by the group's tally, so all keep the same p
+            dist.all_reduce(run.augment_stats)
+        total, images = run.augment_stats
+        run.augment_p.copy_(ada_adjust(run.augment_p, total / images.clamp(min=1), params.ada_target,
+                                       images, params.ada_kimg))
+        run.augment_stats.zero_()
 
     def __call__(self, batch: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Returns (loss_d, loss_g, D(x), D(G(z)), G updated, augment p) as a device tensor, to be
@@ -83,17 +117,23 @@ class Step:
         z = torch.randn(real.shape[0], params.nz, device=self.device)
         with autocast(self.device, self.bf16):
             fake = self.generator(z)
-            real_out = self.discriminator(real)
-            fake_out = self.discriminator(fake.detach())
+            # D sees reals and fakes through the same augmentation, in both updates (DiffAugment)
+            real_seen, fake_seen = self.augmented(real), self.augmented(fake.detach())
+            real_out = self.discriminator(real_seen)
+            fake_out = self.discriminator(fake_seen)
             loss_d = d_loss_fn(score(real_out), score(fake_out), params.label_smoothing)
             if labels is not None:
                 loss_d = loss_d + sgan_class_loss(real_out, labels)
         if params.loss == "wgan-gp":
-            loss_d = loss_d + params.gp_weight * gradient_penalty(self.discriminator, real, fake)
+            # between the augmented reals and fakes, as DiffAugment's authors penalise (their
+            # compare_gan code): the critic is kept 1-Lipschitz where it actually looks
+            loss_d = loss_d + params.gp_weight * gradient_penalty(self.discriminator, real_seen, fake_seen)
         run.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         run.opt_d.step()
         run.step += 1
+        if params.augment == "adaptive":
+            self.adapt(score(real_out), score(fake_out))
         stats = torch.stack([loss_d.detach(), torch.zeros((), device=self.device),
                              torch.sigmoid(score(real_out).detach().float()).mean(),
                              torch.sigmoid(score(fake_out).detach().float()).mean(),
@@ -101,7 +141,7 @@ class Step:
         if run.step % params.n_critic:
             return stats
         with autocast(self.device, self.bf16):
-            loss_g = g_loss_fn(score(self.discriminator(fake)))
+            loss_g = g_loss_fn(score(self.discriminator(self.augmented(fake))))
         run.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         run.opt_g.step()
@@ -110,7 +150,6 @@ class Step:
         ema_update(run.generator_ema, run.generator, min(params.ema_decay, (1 + g_steps) / (10 + g_steps)))
         stats[1], stats[4] = loss_g.detach(), 1.0
         return stats
-
 
 
 def build_step(run: Run, params: TrainParams, device: torch.device, world: int = 1) -> Step:
@@ -130,5 +169,5 @@ def build_step(run: Run, params: TrainParams, device: torch.device, world: int =
         generator, discriminator = (torch.compile(generator, mode=mode),
                                     torch.compile(discriminator, mode=mode))
     return Step(run, params, generator, discriminator, device, bf16,
-                uses_channels_last(params, device))
+                uses_channels_last(params, device), world)
 
