@@ -33,7 +33,7 @@ from pipeline.evaluation.metrics import (
 )
 from pipeline.evaluation.scoring import Evaluator
 from pipeline.models.networks import Generator, NetConfig, load_generator, save_generator
-from pipeline.vision.cascade import FaceDetector, load_detector
+from pipeline.vision.cascade import FaceDetector
 
 CPU = torch.device("cpu")
 VAL_FACES = 12
@@ -133,7 +133,7 @@ def val(manifest: Path) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def detector(cascade_path: Path) -> FaceDetector:
-    return FaceDetector(load_detector(cascade_path), CropParams())
+    return FaceDetector.load(CropParams(), cascade_path)
 
 
 @pytest.fixture

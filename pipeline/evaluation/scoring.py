@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -31,8 +33,16 @@ def upscaled_bgr(face: torch.Tensor, size: int) -> np.ndarray:
 
 
 def face_rate(faces: torch.Tensor, detector: FaceDetector, size: int) -> float:
-    """Share of faces in which the cascade finds a face once they are upscaled to `size`."""
-    return sum(detector.finds_face(upscaled_bgr(face, size)) for face in faces) / len(faces)
+    """Share of faces in which the cascade finds a face once they are upscaled to `size`, counted on
+    every core: OpenCV lets go of the GIL while it detects, and each thread has its own classifier."""
+
+    def found(chunk: torch.Tensor) -> int:
+        own = detector.copy()
+        return sum(own.finds_face(upscaled_bgr(face, size)) for face in chunk)
+
+    chunks = faces.chunk(os.cpu_count() or 1)
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        return sum(pool.map(found, chunks)) / len(faces)
 
 
 def selection_metric(scores: Scores) -> tuple[str, float]:

@@ -92,14 +92,21 @@ def detect_faces(detector: cv2.CascadeClassifier, bgr: np.ndarray, scale_factor:
 
 @dataclass(frozen=True)
 class FaceDetector:
-    """lbpcascade_animeface with crop_faces' settings, so 'a face' means what it meant for the data."""
+    """lbpcascade_animeface with crop_faces' settings, so 'a face' means what it meant for the data.
 
-    cascade: cv2.CascadeClassifier
+    One OpenCV classifier is not safe to share between threads: each thread takes its own copy."""
+
+    path: Path
     crop: CropParams
+    cascade: cv2.CascadeClassifier
 
     @classmethod
-    def load(cls, crop: CropParams) -> FaceDetector:
-        return cls(load_detector(resolve_cascade(crop.cascade)), crop)
+    def load(cls, crop: CropParams, path: Path | None = None) -> FaceDetector:
+        path = path or resolve_cascade(crop.cascade)
+        return cls(path, crop, load_detector(path))
+
+    def copy(self) -> FaceDetector:
+        return FaceDetector.load(self.crop, self.path)
 
     def finds_face(self, bgr: np.ndarray) -> bool:
         return bool(detect_faces(self.cascade, bgr, self.crop.scale_factor, self.crop.min_neighbors,
