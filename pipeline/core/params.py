@@ -148,7 +148,7 @@ class TrainParams:
     nz: int = 100
     ngf: int = 32
     ndf: int = 32
-    epochs: int = 200
+    epochs: int = 180
     batch_size: int = 64
     lr: float = 2e-4
     beta1: float = 0.5
