@@ -307,8 +307,17 @@ def running(pid: int) -> bool:
 
 
 def children(pid: int) -> list[int]:
+    """The stage's worker processes (its spawned children other than multiprocessing's resource
+    tracker)."""
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(line) for line in found.split()]
+    return [int(child) for child in found.split() if b"resource_tracker" not in command_line(child)]
+
+
+def command_line(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:  # ended meanwhile
+        return b"resource_tracker"
 
 
 def test_a_killed_worker_stops_the_stage_with_one_line(tmp_path, crop_params):

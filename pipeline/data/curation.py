@@ -112,7 +112,8 @@ def face_hashes(path: Path) -> tuple[str, int]:
 
 def hash_faces(paths: list[Path]) -> list[tuple[str, int]]:
     """Hashes of every face on all cores: decoding and the DCT cost about 0.6 ms a face."""
-    with multiprocessing.Pool(os.cpu_count() or 1) as pool:
+    # spawned, not forked: a fork of a process already running threads can hang on a copied lock
+    with multiprocessing.get_context("spawn").Pool(os.cpu_count() or 1) as pool:
         return pool.map(face_hashes, paths, chunksize=64)
 
 

@@ -214,13 +214,16 @@ def _crop_in_worker(job: tuple[int, Path, Path, CropParams]) -> CropResult:
 @contextmanager
 def crop_in_pool(images: list[Path], output: Path, params: CropParams, max_pixels: int,
                  workers: int, cascade: str | None) -> Iterator[Iterator[CropResult]]:
-    """crop_image's results for every image, in their order, from `workers` processes, forked
-    before any other thread starts. A worker that dies stops the stage with one line naming the
+    """crop_image's results for every image, in their order, from `workers` spawned processes.
+    A worker that dies stops the stage with one line naming the
     image it was reading (multiprocessing.Pool would wait for its result forever); workers still
     busy when the stage stops first finish their current task."""
-    board = multiprocessing.RawArray("i", [-1] * workers)  # per worker: the image it is reading
-    pool = ProcessPoolExecutor(workers, initializer=_init_worker,
-                               initargs=(cascade, max_pixels, board, multiprocessing.Value("i", 0)))
+    # spawned, not forked: a fork of a process that already runs threads (torch's, OpenCV's, a
+    # caller's) can copy a held lock into the child and hang it
+    context = multiprocessing.get_context("spawn")
+    board = context.RawArray("i", [-1] * workers)  # per worker: the image it is reading
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                               initargs=(cascade, max_pixels, board, context.Value("i", 0)))
     jobs = [(index, path, output, params) for index, path in enumerate(images)]
     try:
         yield pool.map(_crop_in_worker, jobs, chunksize=CHUNK)
