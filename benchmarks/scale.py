@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from pipeline.core.cli import run_stage
-from pipeline.core.devices import resolve_device
+from pipeline.core.devices import available_cores, cpu_description, resolve_device
 from pipeline.core.params import CropParams, PipelineError, TrainParams, read_section
 from pipeline.data.curation import build_manifest
 from pipeline.data.faces import free_device_memory, load_faces, place_faces
@@ -131,13 +131,6 @@ class Drawn:
     faces: list[dict[str, Any]]
     seconds: float = 0.0
     reused: int = 0  # faces taken from an earlier run's cache
-
-
-def available_cores() -> int:
-    """Cores this process may run on (a container's limit, not the host's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -417,22 +410,6 @@ def growth(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
                                for name in ("manifest_seconds", "load_seconds")),
             "memory_linear": all(paces[name] != "faster than linear"
                                  for name in ("resident_bytes", "peak_rss_bytes"))}
-
-
-def cpu_description() -> str:
-    """The CPU's model name and whether it has native bf16 (which decides train.precision auto)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    fields: dict[str, str] = {}
-    for line in info.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    extensions = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    return f"{name} ({' '.join(extensions) or 'no AVX2'})"
 
 
 def build_report(args: argparse.Namespace, drawn: Drawn, settings: DrawSettings,

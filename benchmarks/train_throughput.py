@@ -37,7 +37,7 @@ from torchvision import datasets, transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from pipeline.core.cli import run_stage
-from pipeline.core.devices import resolve_device
+from pipeline.core.devices import available_cores, cpu_description, resolve_device
 from pipeline.core.params import PipelineError, TrainParams, read_section
 from pipeline.data.faces import Faces, free_device_memory, place_faces
 from pipeline.models.networks import Discriminator, Generator, NetConfig
@@ -70,13 +70,6 @@ class Timing:
 def default_faces() -> Path:
     """The crop stage's faces, there after `dvc repro`; --faces takes any other folder."""
     return ROOT / "data" / "faces"
-
-
-def available_cores() -> int:
-    """Cores this process may run on (a container's limit, not the host's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def flat_images(folder: Path) -> list[Path]:
@@ -494,23 +487,6 @@ def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, dict[st
     finally:
         for process in processes.values():
             process.stop()
-
-
-def cpu_description() -> str:
-    """The CPU's model name, and the instruction sets that decide whether bf16 is native."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    fields: dict[str, str] = {}
-    for line in info.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    extensions = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    detail = f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields else ""
-    return f"{name} ({', '.join(filter(None, [detail, ' '.join(extensions)]))})"
 
 
 def machine_description(device: torch.device, threads: int) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+
 import torch
 
 from pipeline.core.params import PipelineError
@@ -20,3 +24,27 @@ def resolve_device(name: str, param: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise PipelineError(f"{param}: mps requested but MPS is not available")
     return torch.device(name)
+
+
+def cpu_description() -> str:
+    """The CPU's model name, and the instruction sets that decide whether bf16 is native."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    extensions = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    detail = f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields else ""
+    return f"{name} ({', '.join(filter(None, [detail, ' '.join(extensions)]))})"
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a container's limit, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
