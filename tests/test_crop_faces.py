@@ -165,6 +165,26 @@ def test_killed_run_keeps_the_previous_output(tmp_path, crop_params, drawings):
     assert (output / "boxes.jsonl").read_text() == before and not staging.exists()
 
 
+def test_a_worker_starting_after_the_stage_died_ends_too(tmp_path):
+    """A worker still importing when the stage is killed is an orphan by the time it initialises:
+    it must watch the stage's pid, not whichever process adopted it."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that has ended: the stage, killed before this worker was ready
+    worker = subprocess.Popen([sys.executable, "-c", (
+        "import multiprocessing, time\n"
+        "from pipeline.vision.cropping import _init_worker\n"
+        f"_init_worker(None, 100, multiprocessing.RawArray('i', [-1]), "
+        f"multiprocessing.Value('i', 0), {gone.pid})\n"
+        "time.sleep(60)\n")])
+    try:
+        assert worker.wait(timeout=30) == 1
+    finally:
+        worker.kill()
+
+
 def running(pid: str) -> bool:
     """Whether a process is there and not a zombie (an orphan's exit that nobody has reaped)."""
     try:

@@ -81,12 +81,12 @@ _slot = 0
 
 
 def _init_worker(cascade_path: str | None, max_pixels: int, board: MutableSequence[int],
-                 slots: Synchronized) -> None:
+                 slots: Synchronized, stage_pid: int) -> None:
     global _detector, _max_pixels, _board, _slot
     cv2.setNumThreads(1)  # one image per process already uses every core
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, _end_quietly)
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(stage_pid,), daemon=True).start()
     # scrape.max_pixels, checked on the header, replaces Pillow's warning at its own higher limit
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     if cascade_path is not None:
@@ -106,7 +106,8 @@ def _end_quietly(signum: int, frame: FrameType | None) -> None:
 
 def _watch_parent(parent: int) -> None:
     """End this worker once the stage process is gone (killed): nobody is left to take its results,
-    and the pool's queues would keep it waiting forever."""
+    and the pool's queues would keep it waiting forever. The stage's pid comes from the stage, not
+    from getppid() here: a worker still starting up when the stage is killed is already an orphan."""
     while os.getppid() == parent:
         time.sleep(1)
     os._exit(1)
@@ -223,7 +224,8 @@ def crop_in_pool(images: list[Path], output: Path, params: CropParams, max_pixel
     context = multiprocessing.get_context("spawn")
     board = context.RawArray("i", [-1] * workers)  # per worker: the image it is reading
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                               initargs=(cascade, max_pixels, board, context.Value("i", 0)))
+                               initargs=(cascade, max_pixels, board, context.Value("i", 0),
+                                         os.getpid()))
     jobs = [(index, path, output, params) for index, path in enumerate(images)]
     try:
         yield pool.map(_crop_in_worker, jobs, chunksize=CHUNK)
