@@ -58,6 +58,7 @@ class ScrapeStats:
     failed: int = 0
     without_file: int = 0  # listed without a file: deleted, or hidden from anonymous users
     malformed: int = 0  # listed in a shape no post has (an id that is not a number, ...): skipped
+    bad_sidecars: int = 0  # local: tag files not used (not UTF-8 or JSON, too large): images kept
     requests: int = 0
     robots_refused: int = 0
     failures: list[str] = field(default_factory=list)

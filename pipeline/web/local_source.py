@@ -4,23 +4,34 @@ Members are only read, never extracted, and the collection names them by content
 cannot write outside data/raw; names that would be unsafe to extract (absolute, with `..`) are
 refused all the same, since an archive holding them was not made for this.
 
+An image's tags come from where dataset tools put them: sidecar files beside it (`x.txt`,
+`x.json` for `x.png`) and, as in an ImageFolder tree, the name of the folder it lies in. A sidecar
+is refused where an image would be, and read with a bound.
+
 Hostile files never stop the run: a member whose data cannot be decompressed is reported with its
-reason, and an archive damaged midway keeps what was read before the damage.
+reason, and an archive damaged midway keeps what was read before the damage; a bad sidecar costs
+its image only those tags.
 """
 
 from __future__ import annotations
 
+import json
 import lzma
+import re
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pipeline.core.params import PipelineError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+SIDECAR_SUFFIXES = (".txt", ".json")
+# A tag file of a million bytes is already some ten thousand tags: more is not a tag file, and
+# every sidecar of a tar is read before its images (see _tar_sidecars)
+SIDECAR_MAX_BYTES = 1 << 20
 # What reading a damaged member raises: zipfile and tarfile pass on their decompressors' own
 # errors (zlib, lzma, bz2), unsupported methods, truncation (EOFError) and bad CRCs or headers.
 READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, RuntimeError, OSError, EOFError,
@@ -29,9 +40,19 @@ READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, RuntimeError, OSError, EOFE
 
 @dataclass(frozen=True)
 class Member:
-    """One image file of the source: its bytes, or why it was refused."""
+    """One image file of the source: its bytes and tags, or why it was refused."""
     name: str  # its path inside the folder or archive
     data: bytes | None = None
+    problem: str | None = None
+    tags: tuple[str, ...] = ()  # sorted, from its sidecars and its folder
+    bad_sidecars: tuple[str, ...] = ()  # "<sidecar>: <why its tags are not used>"
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """The tags of one sidecar file, or why they are not used."""
+    name: str
+    tags: tuple[str, ...] = ()
     problem: str | None = None
 
 
@@ -43,6 +64,104 @@ def unsafe_name(name: str) -> bool:
     """Absolute, drive-lettered or climbing out with `..`, in either slash style."""
     path = PurePosixPath(name.replace("\\", "/"))
     return path.is_absolute() or ".." in path.parts or ":" in (path.parts[0] if path.parts else "")
+
+
+def _path(name: str) -> PurePosixPath:
+    """A member name as a path, in either slash style (`./a//b` is `a/b`)."""
+    return PurePosixPath(name.replace("\\", "/"))
+
+
+def image_stem(name: str) -> str:
+    """What pairs an image with its sidecars: its path without the suffix."""
+    return _path(name).with_suffix("").as_posix()
+
+
+def sidecar_stem(name: str) -> str | None:
+    """The image stem a sidecar's name pairs it with, or None if the name is no sidecar's."""
+    path = _path(name)
+    return path.with_suffix("").as_posix() if path.suffix.lower() in SIDECAR_SUFFIXES else None
+
+
+def _tag(text: str) -> str:
+    """One tag with its inner whitespace as underscores: the manifest separates tags by spaces."""
+    return "_".join(text.split())
+
+
+def split_tags(text: str) -> tuple[str, ...]:
+    """Tags of a caption: comma-separated (`blonde hair, blue eyes`, as tagger tools write them),
+    else whitespace-separated (`blonde_hair blue_eyes`, as boorus write them)."""
+    parts = re.split(r"[,\r\n]", text) if "," in text else text.split()
+    return tuple(tag for part in parts if (tag := _tag(part)))
+
+
+def parse_sidecar(name: str, data: bytes) -> tuple[str, ...]:
+    """The tags a `.txt` or `.json` sidecar holds; ValueError with the reason when it holds none
+    readable. A tag that could not be written as UTF-8 (a lone surrogate escaped in JSON) is
+    refused too: the manifest could not hold it."""
+    try:
+        text = data.decode("utf-8-sig")  # Windows tools start UTF-8 text with a byte-order mark
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if _path(name).suffix.lower() == ".txt":
+        return split_tags(text)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(value, dict) or "tags" not in value:
+        raise ValueError("not a JSON object with a tags field")
+    tags = value["tags"]
+    if isinstance(tags, str):
+        found = split_tags(tags)
+    elif isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
+        found = tuple(tag for text in tags if (tag := _tag(text)))
+    else:
+        raise ValueError(f"tags is {type(tags).__name__}, not a list of strings or a string")
+    try:
+        "".join(found).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a tag that is not UTF-8 text (a lone surrogate)") from None
+    return found
+
+
+def read_sidecar(name: str, data: bytes) -> Sidecar:
+    """`data` was read up to one byte past the limit, so a larger file shows as larger."""
+    if len(data) > SIDECAR_MAX_BYTES:
+        return Sidecar(name, problem=f"over the {SIDECAR_MAX_BYTES}-byte limit of a sidecar")
+    try:
+        return Sidecar(name, parse_sidecar(name, data))
+    except ValueError as exc:
+        return Sidecar(name, problem=str(exc))
+
+
+def _top(name: str) -> str:
+    """The first folder of a name; "" for a name at the top."""
+    parts = _path(name).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def _shared_root(tops: set[str]) -> str | None:
+    """The one folder all of an archive's images lie in (`tar czf faces.tar.gz faces/` makes
+    one), which is then its root: the archive of a folder tags its images as the folder does."""
+    return next(iter(tops)) if len(tops) == 1 and "" not in tops else None
+
+
+def folder_tags(name: str, root: str | None = None) -> tuple[str, ...]:
+    """The folder an image lies in, as in an ImageFolder tree (`cats/0001.png` is a `cats`);
+    none for an image at the root of the source."""
+    parts = _path(name).parts[1 if root is not None else 0:]
+    tag = _tag(parts[-2]) if len(parts) > 1 else ""
+    return (tag,) if tag else ()
+
+
+def labelled(name: str, data: bytes, sidecars: Iterable[Sidecar], root: str | None = None) -> Member:
+    """The image with the union of its folder's and its sidecars' tags."""
+    tags, bad = set(folder_tags(name, root)), []
+    for sidecar in sidecars:
+        if sidecar.problem is not None:
+            bad.append(f"{sidecar.name}: {sidecar.problem}")
+        tags.update(sidecar.tags)
+    return Member(name, data, tags=tuple(sorted(tags)), bad_sidecars=tuple(bad))
 
 
 def local_images(source: Path, max_bytes: int) -> Iterator[Member]:
@@ -72,32 +191,75 @@ def _too_large(name: str, size: int, max_bytes: int) -> Member | None:
 
 
 def _folder_members(folder: Path, max_bytes: int) -> Iterator[Member]:
-    """Regular files only (is_file): a FIFO or a device named like an image is never opened."""
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name)):
+    """Regular files only (is_file): a FIFO or a device named like an image or a sidecar is never
+    opened."""
+    files = sorted(p for p in folder.rglob("*")
+                   if (is_image_name(p.name) or sidecar_stem(p.name)) and p.is_file())
+    sidecars: dict[str, list[Path]] = {}
+    for path in files:
+        if (stem := sidecar_stem(path.relative_to(folder).as_posix())) is not None:
+            sidecars.setdefault(stem, []).append(path)
+    for path in files:
+        if not is_image_name(path.name):
+            continue
         name = path.relative_to(folder).as_posix()
         try:
             with path.open("rb") as handle:  # read with a bound: the file may grow after listing
                 data = handle.read(max_bytes + 1)
         except OSError as exc:  # no permission, vanished, an I/O error
-            yield Member(name, problem=f"unreadable ({exc.__class__.__name__}: {exc})")
+            yield Member(name, problem=f"unreadable ({_reason(exc)})")
             continue
-        yield _too_large(name, len(data), max_bytes) or Member(name, data)
+        if too_large := _too_large(name, len(data), max_bytes):
+            yield too_large
+            continue
+        found = [_folder_sidecar(p, p.relative_to(folder).as_posix())
+                 for p in sidecars.get(image_stem(name), [])]
+        yield labelled(name, data, found)
+
+
+def _folder_sidecar(path: Path, name: str) -> Sidecar:
+    try:
+        with path.open("rb") as handle:
+            return read_sidecar(name, handle.read(SIDECAR_MAX_BYTES + 1))
+    except OSError as exc:
+        return Sidecar(name, problem=f"unreadable ({_reason(exc)})")
+
+
+def _refusal(name: str, regular: bool = True) -> str | None:
+    """Why an archive member is not read at all, judged on its header; None if it is read."""
+    if unsafe_name(name):
+        return "unsafe name in the archive; refused"
+    if not regular:
+        return "a link or device, not a file; refused"
+    return None
 
 
 def _refused(name: str, declared_size: int, max_bytes: int, regular: bool = True) -> Member | None:
-    """Why an archive member is not read at all, judged before a byte of it is read; None if it is."""
-    if unsafe_name(name):
-        return Member(name, problem="unsafe name in the archive; refused")
-    if not regular:
-        return Member(name, problem="a link or device, not a file; refused")
+    """Why an archive image is not read at all, judged before a byte of it is read; None if it is."""
+    if (problem := _refusal(name, regular)) is not None:
+        return Member(name, problem=problem)
     return _too_large(name, declared_size, max_bytes)
+
+
+def _sidecar_refused(name: str, declared_size: int, regular: bool = True) -> Sidecar | None:
+    if (problem := _refusal(name, regular)) is not None:
+        return Sidecar(name, problem=problem)
+    if declared_size > SIDECAR_MAX_BYTES:
+        return Sidecar(name, problem=f"{declared_size} bytes, over the {SIDECAR_MAX_BYTES}-byte "
+                                     "limit of a sidecar")
+    return None
 
 
 def _zip_members(archive: Path, max_bytes: int) -> Iterator[Member]:
     with zipfile.ZipFile(archive) as zipped:
-        for info in sorted(zipped.infolist(), key=lambda info: info.filename):
-            if info.is_dir() or not is_image_name(info.filename):
-                continue
+        infos = sorted((i for i in zipped.infolist() if not i.is_dir()), key=lambda i: i.filename)
+        images = [info for info in infos if is_image_name(info.filename)]
+        sidecars: dict[str, list[zipfile.ZipInfo]] = {}
+        for info in infos:
+            if (stem := sidecar_stem(info.filename)) is not None:
+                sidecars.setdefault(stem, []).append(info)
+        root = _shared_root({_top(i.filename) for i in images if not unsafe_name(i.filename)})
+        for info in images:
             if refused := _refused(info.filename, info.file_size, max_bytes):
                 yield refused
                 continue
@@ -107,18 +269,68 @@ def _zip_members(archive: Path, max_bytes: int) -> Iterator[Member]:
             except READ_ERRORS as exc:  # bad CRC, encrypted, a corrupt compressed stream
                 yield Member(info.filename, problem=f"unreadable in the archive ({_reason(exc)})")
                 continue
-            yield _too_large(info.filename, len(data), max_bytes) or Member(info.filename, data)
+            if too_large := _too_large(info.filename, len(data), max_bytes):
+                yield too_large
+                continue
+            found = [_zip_sidecar(zipped, s) for s in sidecars.get(image_stem(info.filename), [])]
+            yield labelled(info.filename, data, found, root)
+
+
+def _zip_sidecar(zipped: zipfile.ZipFile, info: zipfile.ZipInfo) -> Sidecar:
+    if refused := _sidecar_refused(info.filename, info.file_size):
+        return refused
+    try:
+        with zipped.open(info) as handle:  # the declared size may lie: read with a bound
+            return read_sidecar(info.filename, handle.read(SIDECAR_MAX_BYTES + 1))
+    except READ_ERRORS as exc:
+        return Sidecar(info.filename, problem=f"unreadable in the archive ({_reason(exc)})")
 
 
 def _reason(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
+def _tar_sidecars(archive: Path) -> tuple[dict[str, list[Sidecar]], str | None]:
+    """The sidecars of a tar by image stem, and its shared root folder, read in a first pass
+    before any image. A sidecar may be stored before or after its image (`x.json`, `x.png`,
+    `x.txt` in name order), and one pass in archive order (see _tar_members) could only pair the
+    later ones by holding images back, unbounded. This pass reads the headers and only the
+    sidecars' bytes, each up to SIDECAR_MAX_BYTES, and keeps their tags alone: a second
+    decompression of a compressed tar, instead of its images in memory. At damage it stops with
+    what it has: the image pass stops there too and reports it."""
+    sidecars: dict[str, list[Sidecar]] = {}
+    tops: set[str] = set()
+    with tarfile.open(archive) as tarred:
+        try:
+            while (member := tarred.next()) is not None:
+                tarred.members.clear()  # as in _tar_members: not every header of a million
+                if member.isdir():
+                    continue
+                if is_image_name(member.name):
+                    if len(tops) < 2 and not unsafe_name(member.name):
+                        tops.add(_top(member.name))
+                elif (stem := sidecar_stem(member.name)) is not None:
+                    sidecars.setdefault(stem, []).append(_tar_sidecar(tarred, member))
+        except READ_ERRORS:
+            pass
+    return sidecars, _shared_root(tops)
+
+
+def _tar_sidecar(tarred: tarfile.TarFile, member: tarfile.TarInfo) -> Sidecar:
+    """Raises what reading a damaged archive raises: the pass stops there."""
+    if refused := _sidecar_refused(member.name, member.size, regular=member.isfile()):
+        return refused
+    handle = tarred.extractfile(member)
+    return read_sidecar(member.name, handle.read(SIDECAR_MAX_BYTES + 1) if handle else b"")
+
+
 def _tar_members(archive: Path, max_bytes: int) -> Iterator[Member]:
     """One pass in the archive's own order, so a compressed tar is decompressed once: taking its
     members in name order would restart the decompression for each member that comes earlier in
     the archive than the one before. Holds one member's bytes at a time. At damage the reading
-    stops: what was read is kept, and the rest is one Member with the reason."""
+    stops: what was read is kept, and the rest is one Member with the reason. The sidecars' tags
+    are read before, in a pass of their own (_tar_sidecars)."""
+    sidecars, root = _tar_sidecars(archive)
     with tarfile.open(archive) as tarred:
         last = "its start"
         while True:
@@ -142,7 +354,7 @@ def _tar_members(archive: Path, max_bytes: int) -> Iterator[Member]:
             except READ_ERRORS as exc:
                 yield _broken_rest(member.name, exc)
                 return
-            yield Member(member.name, data)
+            yield labelled(member.name, data, sidecars.get(image_stem(member.name), []), root)
         if _unread_rest(tarred):
             damage = tarfile.ReadError("a damaged header, or data past the end")
             yield _broken_rest(f"{archive.name} after {last}", damage)

@@ -168,22 +168,35 @@ def scrape_site(params: ScrapeParams, collection: Collection) -> ScrapeStats:
     return stats
 
 
-def import_member(collection: Collection, member: Member) -> Outcome:
-    """One local file into the collection, named by its content."""
+def import_member(collection: Collection, member: Member, recorded: set[str] | None = None) -> Outcome:
+    """One local file into the collection, named by its content, with its tags. A file already
+    held takes the tags its source gives now (sidecars added or edited since the last run), unless
+    this run has already recorded the same picture under another name: as that first name stays,
+    so do its tags. `recorded` collects the digests this run has recorded."""
     if member.data is None:
         log.warning("%s refused: %s", member.name, member.problem)
         return Outcome("failed", f"{member.name}: {member.problem}")
     digest = hashlib.sha1(member.data).hexdigest()[:LOCAL_NAME_HEX]
-    record = {"source": "local", "id": digest, "tags": [], "rating": "", "url": member.name,
-              "page": None, "post_md5": None}
+    stem = f"local_{digest}"
+    record = {"source": "local", "id": digest, "tags": list(member.tags), "rating": "",
+              "url": member.name, "page": None, "post_md5": None}
+    first = recorded is None or digest not in recorded
     try:
-        if existing := collection.existing(f"local_{digest}", None):
-            collection.adopt(existing, record)  # a file whose record a killed run did not write
-            return SKIPPED
-        return collection.keep(f"local_{digest}", member.data, record)
+        if existing := collection.existing(stem, None):
+            held = collection.records.get(existing.name)
+            if held is None:
+                collection.adopt(existing, record)  # a file whose record a killed run did not write
+            elif first and held.get("tags") != record["tags"]:
+                collection.keep(stem, member.data, record)  # the same file, recorded anew
+            outcome = SKIPPED
+        else:
+            outcome = collection.keep(stem, member.data, record)
     except (ValueError, OSError) as exc:
         log.warning("%s failed: %s", member.name, exc)
         return Outcome("failed", f"{member.name}: {exc}")
+    if recorded is not None:
+        recorded.add(digest)
+    return outcome
 
 
 def scrape_local(params: ScrapeParams, collection: Collection) -> ScrapeStats:
@@ -191,12 +204,16 @@ def scrape_local(params: ScrapeParams, collection: Collection) -> ScrapeStats:
     stats = ScrapeStats()
     assert params.local_path is not None  # validated: source local requires it
     members = local_images(Path(params.local_path), params.max_bytes)
+    recorded: set[str] = set()
     with tqdm(members, desc="import", unit="file") as progress:
         for member in progress:
             if params.max_posts and stats.listed >= params.max_posts:
                 break
             stats.listed += 1
-            stats.count(import_member(collection, member))
+            for problem in member.bad_sidecars:  # the image goes on without these tags
+                log.warning("sidecar %s; its tags are not used", problem)
+                stats.bad_sidecars += 1
+            stats.count(import_member(collection, member, recorded))
     return stats
 
 
