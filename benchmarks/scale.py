@@ -294,7 +294,7 @@ def measure_size(args: argparse.Namespace) -> dict[str, Any]:
 
     with Phase() as manifest_phase:
         stats, _tags = build_manifest(read_section("manifest", args.params), args.faces_dir,
-                                      args.posts, manifest)
+                                      args.posts, manifest, params.conditions)
     with Phase() as load_phase:
         images = load_faces(manifest, "train", params.image_size)
     resident_bytes = images.nbytes

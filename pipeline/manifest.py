@@ -5,6 +5,7 @@ python -m pipeline.manifest [--input data/faces] [--posts data/raw/posts.jsonl]
 
 Faces are filtered (source face size, post tags) first, then exact copies (sha256) and near copies
 (perceptual hash within manifest.dedup_distance bits of a kept face) are dropped, the first kept.
+The stats count the faces labelled per value of each group of train.conditions.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="faces per tag (default: %(default)s)")
     args = parser.parse_args(argv)
     params = read_section("manifest", args.params)
-    stats, tags = build_manifest(params, args.input, args.posts, args.output)
+    conditions = read_section("train", args.params).conditions  # for the labelled-faces counts
+    stats, tags = build_manifest(params, args.input, args.posts, args.output, conditions)
     write_json(args.stats, stats)
     write_json(args.tags, tags)
 

@@ -90,7 +90,8 @@ def demo_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_manifest(tmp_path):
-    """20 random 96 px faces (16 train, 4 val) with hair-colour tags, and their manifest."""
+    """20 random 96 px faces (16 train, 4 val) of single-character posts with hair-colour tags (a
+    label for the default tag groups where the colour is one of theirs), and their manifest."""
     rng = np.random.default_rng(0)
     (tmp_path / "faces").mkdir()
     with (tmp_path / "manifest.csv").open("w", newline="") as handle:
@@ -101,6 +102,6 @@ def tiny_manifest(tmp_path):
             pixels = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "faces" / f"{i}.png")
             hair = ("blue_hair", "red_hair", "green_hair")[i % 3]
-            writer.writerow([f"faces/{i}.png", f"{i * 0x0C000000:08x}" + "0" * 56, i, "", f"1girl {hair}", "",
-                             96, 96, "val" if i >= 16 else "train"])
+            writer.writerow([f"faces/{i}.png", f"{i * 0x0C000000:08x}" + "0" * 56, i, "",
+                             f"1girl solo {hair}", "", 96, 96, "val" if i >= 16 else "train"])
     return tmp_path / "manifest.csv"

@@ -28,11 +28,11 @@ def read_boxes(folder):
 
 
 DRAWING_SIZE = (1280, 720)
-DRAWN_POSTS = range(8)  # seed 0: 10 faces in 8 drawings, every one found by the cascade
+DRAWN_POSTS = range(3, 11)  # seed 0: 12 faces in 8 drawings, every one found by the cascade
 
 
 class Drawings(NamedTuple):
-    folder: Path  # the drawings as JPEGs: drawing_000.jpg, ...
+    folder: Path  # the drawings as JPEGs: drawing_003.jpg, ...
     arts: dict[str, Artwork]  # by file name: the picture and the face boxes it was drawn with
 
     def faces(self) -> int:
@@ -96,10 +96,10 @@ def test_finds_faces_in_real_wallpapers(tmp_path, crop_params, illustrations):
 def test_corrupt_images_are_counted_and_skipped(tmp_path, crop_params, drawings):
     source = tmp_path / "in"
     source.mkdir()
-    shutil.copy(drawings.folder / "drawing_000.jpg", source / "good.jpg")
-    drawn = len(drawings.arts["drawing_000.jpg"].faces)
+    shutil.copy(drawings.folder / "drawing_003.jpg", source / "good.jpg")
+    drawn = len(drawings.arts["drawing_003.jpg"].faces)
     assert drawn > 0
-    data = (drawings.folder / "drawing_001.jpg").read_bytes()
+    data = (drawings.folder / "drawing_004.jpg").read_bytes()
     (source / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (source / "garbage.png").write_bytes(b"\x89PNG not really")
     (source / "notes.txt").write_text("not an image, not even listed")

@@ -73,6 +73,18 @@ def test_some_posts_are_scenery_and_most_have_characters() -> None:
     assert 8 <= empty <= 50
 
 
+def test_most_posts_show_one_character_whose_colours_label_its_face() -> None:
+    """Single-character posts are the ones whose colour tags label a face: most posts are, and
+    every colour has some."""
+    arts = [draw_artwork(3, post_id) for post_id in range(200)]
+    solo = [art for art in arts if len(art.faces) == 1]
+    assert 0.5 <= len(solo) / len(arts) <= 0.75
+    for suffix, palette in (("_hair", HAIR_COLOURS), ("_eyes", EYE_COLOURS)):
+        drawn = {tag for art in solo for tag in art.tags if tag.endswith(suffix)} - {"long_hair",
+                                                                                     "short_hair"}
+        assert drawn == {f"{colour}{suffix}" for colour in palette}
+
+
 def test_colour_tags_describe_each_character(artworks: list[Artwork]) -> None:
     for art in artworks:
         assert list(art.tags) == sorted(set(art.tags))

@@ -57,7 +57,7 @@ def test_manifest_rows_duplicates_and_stats(tmp_path):
     assert rows[1] == {
         "path": "faces/demo_1_0.png", "sha256": rows[1]["sha256"], "post_id": "1",
         "source_image": "demo_1.jpg", "tags": "blue_hair t1", "box": "10 20 96 96",
-        "width": "96", "height": "96", "split": split_of("demo_1.jpg", 0.25),
+        "width": "96", "height": "96", "split": split_of("demo_1.jpg", 0.25), "faces_in_image": "1",
     }
     assert stats["faces"] == 40 and stats["duplicates_dropped"] == 1
     assert stats["near_duplicates_dropped"] == stats["too_small"] == stats["tag_filtered"] == 0
@@ -73,11 +73,11 @@ def test_manifest_rows_duplicates_and_stats(tmp_path):
 def near_copies(demo_faces):
     """A face cut from the demo art, the same face brightened 10% and saved as JPEG again, and
     another drawn face."""
-    with Image.open(demo_faces / "00003.jpg") as image:
+    with Image.open(demo_faces / "00010.jpg") as image:
         face = image.convert("RGB")
     data = io.BytesIO()
     ImageEnhance.Brightness(face).enhance(1.1).save(data, "JPEG", quality=80)
-    with Image.open(demo_faces / "00004.jpg") as image:
+    with Image.open(demo_faces / "00011.jpg") as image:
         other = image.convert("RGB")
     return face, Image.open(data).convert("RGB"), other
 
@@ -152,3 +152,24 @@ def test_unreadable_face_names_the_file(tmp_path):
     (tmp_path / "data" / "faces" / "demo_1_0.png").write_bytes(b"\x89PNG cut short")
     with pytest.raises(PipelineError, match=r"demo_1_0\.png: face listed in boxes.jsonl is unreadable"):
         run_manifest(tmp_path, "")
+
+
+def test_faces_in_image_and_labels_per_tag_group(tmp_path):
+    """A picture of two faces labels neither (whose hair is blue?), unless its post says solo; the
+    stats count the labelled faces per value of each train.conditions group."""
+    make_faces(tmp_path / "data" / "faces", [noise_face(i) for i in range(4)])
+    boxes = tmp_path / "data" / "faces" / "boxes.jsonl"
+    records = [json.loads(line) for line in boxes.read_text().splitlines()]
+    records[1]["source_image"] = records[2]["source_image"] = "demo_1.jpg"  # two faces, one picture
+    boxes.write_text("".join(json.dumps(record) + "\n" for record in records))
+    posts = [{"file": "demo_0.jpg", "id": 0, "tags": ["blue_hair", "red_eyes"]},
+             {"file": "demo_1.jpg", "id": 1, "tags": ["blue_hair"]},
+             {"file": "demo_3.jpg", "id": 3, "tags": ["solo", "blue_hair", "pink_hair"]}]
+    params = ("manifest:\n  val_fraction: 0\ntrain:\n  conditions:\n"
+              "    hair: [blue_hair, pink_hair]\n    eyes: [red_eyes, blue_eyes]\n")
+    rows, stats = run_manifest(tmp_path, params, posts)
+    assert [row["faces_in_image"] for row in rows] == ["1", "2", "2", "1"]
+    assert stats["labels"]["hair"] == {"blue_hair": {"train": 1, "val": 0},
+                                       "pink_hair": {"train": 0, "val": 0},
+                                       "any": {"train": 3, "val": 0}}  # two faces; two hair tags
+    assert stats["labels"]["eyes"]["red_eyes"] == {"train": 1, "val": 0}

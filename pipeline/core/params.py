@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -32,6 +32,13 @@ LOSSES = ("nonsaturating", "hinge", "lsgan", "wgan-gp")
 OBJECTIVES = ("gan", "sgan")
 AUGMENT_MODES = ("off", "fixed", "adaptive")
 AUGMENT_POLICIES = ("color", "translation", "cutout")
+CONDITIONINGS = ("projection", "acgan")
+# Tag groups the generator is conditioned on by default: common booru tags, and the colours the demo
+# booru draws, so the default run learns them.
+DEFAULT_CONDITIONS: dict[str, tuple[str, ...]] = {
+    "hair": ("black_hair", "brown_hair", "blonde_hair", "red_hair", "pink_hair", "blue_hair"),
+    "eyes": ("blue_eyes", "green_eyes", "red_eyes", "yellow_eyes"),
+}
 
 
 def _require(ok: bool, name: str, message: str) -> None:
@@ -46,8 +53,8 @@ class ScrapeParams:
     tags: str = ""
     api: str = "html"
     first_page: int = 1
-    pages: int = 8
-    max_posts: int = 150
+    pages: int = 12
+    max_posts: int = 240
     file: str = "sample"
     ratings: tuple[str, ...] = ("safe",)
     rate: float | None = None
@@ -148,7 +155,7 @@ class TrainParams:
     nz: int = 100
     ngf: int = 32
     ndf: int = 32
-    epochs: int = 180
+    epochs: int = 120
     batch_size: int = 64
     lr: float = 2e-4
     beta1: float = 0.5
@@ -159,6 +166,8 @@ class TrainParams:
     ema_decay: float = 0.999
     sgan_classes: tuple[str, ...] = ()
     labelled_fraction: float = 0.1
+    conditions: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CONDITIONS))
+    conditioning: str = "acgan"
     flip: bool = True
     augment: str = "adaptive"
     augment_policy: tuple[str, ...] = AUGMENT_POLICIES
@@ -184,6 +193,7 @@ class TrainParams:
                      "needs at least two tags (one class each) for objective sgan")
             _require(self.loss == "nonsaturating", "train.loss",
                      "objective sgan is defined with the nonsaturating loss")
+        self._validate_conditions()
         _require(0.0 < self.labelled_fraction <= 1.0, "train.labelled_fraction",
                  f"must be in (0, 1], got {self.labelled_fraction}")
         _require(self.gp_weight >= 0, "train.gp_weight", f"must be 0 or more, got {self.gp_weight}")
@@ -216,6 +226,23 @@ class TrainParams:
                  f"must be auto (on for CUDA), on or off, got {self.compile!r}")
         _require(self.threads >= 0, "train.threads",
                  f"must be 0 (all cores) or more, got {self.threads}")
+
+    def _validate_conditions(self) -> None:
+        _require(self.conditioning in CONDITIONINGS, "train.conditioning",
+                 f"must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
+        if not self.conditions:
+            return
+        _require(self.objective == "gan", "train.conditions",
+                 "must be {} (unconditional) with objective sgan, which has its own sgan_classes")
+        seen: dict[str, str] = {}
+        for group, tags in self.conditions.items():
+            name = f"train.conditions.{group}"
+            _require(group.isidentifier(), name, "a group name is letters, digits and underscores")
+            _require(len(tags) >= 2 and len(set(tags)) == len(tags), name,
+                     f"must list at least two different tags, got {list(tags)}")
+            for tag in tags:
+                _require(tag not in seen, name, f"{tag!r} is already a tag of group {seen.get(tag)}")
+                seen[tag] = group
 
 
 @dataclass(frozen=True)
@@ -251,12 +278,15 @@ class EvaluateParams:
     inception_weights: str | None = None
     face_rate_size: int = 96
     nearest: int = 16
+    condition_samples: int = 200
+    classifier_steps: int = 150
     device: str = "auto"
 
     def validate(self) -> None:
         _require(self.snapshots >= 0, "evaluate.snapshots",
                  f"must be 0 (the last snapshot only) or more, got {self.snapshots}")
-        for name in ("samples", "snapshot_samples", "batch_size", "nearest"):
+        for name in ("samples", "snapshot_samples", "batch_size", "nearest", "condition_samples",
+                     "classifier_steps"):
             value = getattr(self, name)
             _require(value >= 1, f"evaluate.{name}", f"must be at least 1, got {value}")
         _require(self.face_rate_size >= 48, "evaluate.face_rate_size",
@@ -282,6 +312,10 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         _require(type(None) in options, name, "must not be null")
         return None
     kind = next(option for option in options if option is not type(None))
+    if get_origin(kind) is dict:
+        ok = isinstance(value, dict) and all(isinstance(key, str) for key in value)
+        _require(ok, name, f"must be a mapping of names to lists of strings, got {value!r}")
+        return {key: _coerce(f"{name}.{key}", items, tuple[str, ...]) for key, items in value.items()}
     if get_origin(kind) is tuple:
         ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
         _require(ok, name, f"must be a list of strings, got {value!r}")

@@ -21,6 +21,7 @@ from PIL import Image
 from pipeline.core.files import atomic_path
 from pipeline.core.params import ManifestParams, PipelineError
 from pipeline.data.formats import BOXES_FILE, MANIFEST_FIELDS
+from pipeline.data.labels import Conditions, label_counts
 
 log = logging.getLogger("pipeline.manifest")
 
@@ -118,7 +119,7 @@ def hash_faces(paths: list[Path]) -> list[tuple[str, int]]:
 
 
 def manifest_row(record: dict, post: dict, digest: str, face_path: Path, output: Path,
-                 val_fraction: float) -> dict:
+                 val_fraction: float, faces_in_image: int) -> dict:
     return {
         "path": os.path.relpath(face_path, output.parent),
         "sha256": digest,
@@ -129,6 +130,7 @@ def manifest_row(record: dict, post: dict, digest: str, face_path: Path, output:
         "width": record["size"],
         "height": record["size"],
         "split": split_of(record["source_image"], val_fraction),
+        "faces_in_image": faces_in_image,
     }
 
 
@@ -163,16 +165,21 @@ def drop_copies(records: list[dict], hashes: list[tuple[str, int]],
                           "near_duplicates_dropped": sum(near)})
 
 
-def build_manifest(params: ManifestParams, faces: Path, posts_path: Path | None,
-                   output: Path) -> tuple[dict, dict[str, int]]:
-    """Write the manifest; return its stats (counts worth comparing across experiments) and the
-    number of faces per tag, most common first (a data description, not a metric)."""
+def build_manifest(params: ManifestParams, faces: Path, posts_path: Path | None, output: Path,
+                   conditions: Conditions) -> tuple[dict, dict[str, int]]:
+    """Write the manifest; return its stats (counts worth comparing across experiments, with the
+    faces labelled per value of each condition group) and the number of faces per tag, most common
+    first (a data description, not a metric)."""
     posts = read_posts(posts_path)
-    wanted, filtered = filter_faces(read_boxes(faces), posts, params)
+    records = read_boxes(faces)
+    # counted before any filter: a face dropped as too small or a near copy was still in the picture
+    per_image = Counter(record["source_image"] for record in records)
+    wanted, filtered = filter_faces(records, posts, params)
     hashes = hash_faces([faces / record["face"] for record in wanted])
     unique, copies = drop_copies(wanted, hashes, params.dedup_distance)
     rows = [manifest_row(record, posts.get(record["source_image"], {}), digest,
-                         faces / record["face"], output, params.val_fraction)
+                         faces / record["face"], output, params.val_fraction,
+                         per_image[record["source_image"]])
             for record, digest in unique]
     with atomic_path(output) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
@@ -186,5 +193,7 @@ def build_manifest(params: ManifestParams, faces: Path, posts_path: Path | None,
     stats = {"faces": len(rows), **filtered, **copies,
              "split": {"train": splits["train"], "val": splits["val"]},
              "posts": {split: len({row["source_image"] for row in rows if row["split"] == split})
-                       for split in ("train", "val")}}
+                       for split in ("train", "val")},
+             "labels": label_counts([{k: str(v) for k, v in row.items()} for row in rows],
+                                    conditions)}
     return stats, dict(tags.most_common())

@@ -10,7 +10,11 @@ from pipeline.core.params import PipelineError
 BOXES_FILE = "boxes.jsonl"  # beside the face crops: one JSON record per face
 MANIFEST_FIELDS = (
     "path", "sha256", "post_id", "source_image", "tags", "box", "width", "height", "split",
+    "faces_in_image",
 )
+# faces_in_image (faces the cascade found in the face's picture) came later: without it, a face's
+# labels trust only the `solo` tag
+REQUIRED_FIELDS = MANIFEST_FIELDS[:-1]
 
 
 def read_manifest(path: str | Path) -> list[dict[str, str]]:
@@ -19,7 +23,7 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
         raise PipelineError(f"{path}: manifest not found; run the manifest stage first")
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = set(MANIFEST_FIELDS) - set(reader.fieldnames or ())
+        missing = set(REQUIRED_FIELDS) - set(reader.fieldnames or ())
         if missing:
             raise PipelineError(f"{path}: not a face manifest (missing columns {sorted(missing)})")
         return list(reader)

@@ -34,28 +34,22 @@ MAX_TILT_DEG = 10.0  # the cascade was trained on upright faces
 DETECTOR_FRAME_SCALE = 1.2
 DETECTOR_FRAME_SHIFT = 0.21
 
+# Six hair and four eye colours, far apart in hue and lightness, and most posts of one character
+# (whose faces are the ones labelled with their colours): enough labelled faces per colour in a
+# default run to learn and to measure tag-conditional generation.
 HAIR_COLOURS: dict[str, Colour] = {
     "black": (38, 34, 44),
     "brown": (112, 70, 42),
     "blonde": (242, 212, 120),
     "red": (196, 40, 44),
-    "orange": (238, 128, 48),
     "pink": (246, 150, 186),
-    "purple": (138, 88, 178),
     "blue": (58, 94, 196),
-    "aqua": (70, 200, 206),
-    "green": (82, 160, 84),
-    "silver": (186, 190, 204),
-    "white": (240, 240, 246),
 }
 EYE_COLOURS: dict[str, Colour] = {
     "blue": (40, 90, 210),
     "green": (36, 150, 70),
     "red": (200, 30, 40),
-    "purple": (128, 60, 180),
-    "brown": (120, 70, 30),
     "yellow": (226, 180, 30),
-    "aqua": (30, 180, 190),
 }
 SKIN_TONES: tuple[Colour, ...] = (
     (255, 232, 216), (252, 224, 204), (250, 218, 196), (244, 206, 180), (236, 194, 164),
@@ -159,7 +153,7 @@ def draw_artwork(seed: int, post_id: int, width: int = 640, height: int = 480) -
 
 
 def _character_count(rng: random.Random) -> int:
-    return rng.choices([0, 1, 2, 3, 4, 5], weights=[12, 40, 22, 14, 8, 4])[0]
+    return rng.choices([0, 1, 2, 3, 4, 5], weights=[6, 62, 16, 9, 5, 2])[0]
 
 
 def _place_characters(rng: random.Random, width: int, height: int) -> list[_Character]:
