@@ -155,7 +155,7 @@ def test_model_family(tiny_manifest, tmp_path, size, arch, loss):
 
 
 def test_semi_supervised_gan_reports_both_accuracies(tiny_manifest, tmp_path):
-    summary = train(tiny(epochs=2, objective="sgan", labelled_fraction=0.5,
+    summary = train(tiny(epochs=2, objective="sgan", labelled_fraction=0.5, conditions={},
                          sgan_classes=("blue_hair", "red_hair", "green_hair")), tiny_manifest, tmp_path)
     assert 0.0 <= summary["sgan_val_accuracy"] <= 1.0
     assert 0.0 <= summary["supervised_val_accuracy"] <= 1.0
@@ -218,13 +218,17 @@ def test_faces_that_do_not_fit_stay_in_host_memory(caplog):
 
 
 @pytest.mark.slow
-def test_compiled_step_matches_eager():
+@pytest.mark.parametrize(("conditions", "tolerance"), [({}, 1e-3), (None, 1e-2)])
+def test_compiled_step_matches_eager(conditions, tolerance):
     """train.compile changes speed, not results: from the same weights, batch and noise, the
-    compiled step computes the same losses and gradients as the eager one, up to float rounding."""
+    compiled step computes the same losses and gradients as the eager one, up to float rounding
+    (which the fused kernels of conditional batch norm, in a batch of 8, round to within 1%)."""
     from pipeline.training.run import new_run
     from pipeline.training.step import build_step
 
     params = tiny(compile="off", flip=False)
+    if conditions is not None:
+        params = replace(params, conditions=conditions)
     batch = torch.randint(0, 256, (8, 3, 48, 48), dtype=torch.uint8)
     results = []
     for setting in ("off", "on"):
@@ -238,7 +242,7 @@ def test_compiled_step_matches_eager():
     (eager_stats, eager_grads), (compiled_stats, compiled_grads) = results
     assert torch.allclose(eager_stats, compiled_stats, rtol=1e-4, atol=1e-6)
     for eager, compiled in zip(eager_grads, compiled_grads, strict=True):
-        assert (eager - compiled).norm() <= 1e-3 * eager.norm() + 1e-8  # relative to the whole layer
+        assert (eager - compiled).norm() <= tolerance * eager.norm() + 1e-8  # relative to the layer
 
 
 def test_snapshots_do_not_change_the_training(tiny_manifest, tmp_path):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.models.conditions import random_labels
+
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
@@ -24,8 +26,9 @@ def recalibrate_batchnorm(generator: nn.Module, nz: int, device: torch.device, s
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over the calibration batches
     generator.train()
-    for _ in range(batches):
-        generator(torch.randn(batch_size, nz, device=device, generator=noise))
+    for _ in range(batches):  # a conditional G: every value of every group, "any" included
+        z = torch.randn(batch_size, nz, device=device, generator=noise)
+        generator(z, random_labels(generator.config, batch_size, noise, device))
     for norm in norms:
         norm.momentum = 0.1
     generator.eval()

@@ -82,3 +82,19 @@ def sgan_class_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     labelled = (labels >= 0).float()
     per_face = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
     return (per_face * labelled).sum() / labelled.sum().clamp(min=1.0)  # no host sync
+
+
+def acgan_class_loss(class_logits: torch.Tensor, labels: torch.Tensor,
+                     sizes: tuple[int, ...]) -> torch.Tensor:
+    """AC-GAN's classification term: per tag group, cross-entropy of the group's class logits
+    against its labels, over the faces labelled in it ("any", label == size, is left out), summed
+    over groups."""
+    total = class_logits.new_zeros((), dtype=torch.float32)
+    start = 0
+    for g, size in enumerate(sizes):
+        logits, group_labels = class_logits[:, start:start + size].float(), labels[:, g]
+        labelled = (group_labels < size).float()
+        per_face = F.cross_entropy(logits, group_labels.clamp(max=size - 1), reduction="none")
+        total = total + (per_face * labelled).sum() / labelled.sum().clamp(min=1.0)  # no host sync
+        start += size
+    return total

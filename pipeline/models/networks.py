@@ -2,6 +2,15 @@
 
 Both sizes use four stride-2 layers; only the first (G) and last (D) kernel differ: 4x4 maps to
 64 px, 3x3 to 48 px.
+
+Conditioned on tag groups (hair colour, eye colour, ...), G embeds each group's label (its last
+value, "any", stands for an unlabelled face) and every batch norm of the DCGAN G takes its scale and
+shift from the embeddings too (conditional batch norm, de Vries et al. 2017, as in BigGAN); the MLP
+G, without batch norm, takes them beside z. Labels concatenated to z in the DCGAN would add a
+learnable per-position constant to its first layer, whose spread batch norm weighs against z's:
+trained, G let it drown z out and drew one face per label. D judges (image, labels) by projection
+(Miyato & Koyama 2018: the inner product of a per-value embedding with D's last features, added to
+its logit) or classifies the labels with extra outputs beside its logit (AC-GAN, Odena et al. 2017).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ SNAPSHOT_NAME = "epoch-{epoch:05d}.pt"  # train's EMA generator of that epoch, i
 
 
 ARCHS = ("dcgan", "mlp")
+CONDITION_EMBEDDING = 32  # size of G's embedding of each tag group's value
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,23 @@ class NetConfig:
     d_norm: bool = True  # batch norm in D; off for WGAN-GP (a per-sample penalty) and spectral norm
     spectral_norm: bool = False
     num_classes: int = 0  # > 0: D has num_classes + 1 outputs (the semi-supervised GAN)
+    # tag groups G and D are conditioned on: ((group, (tag, ...)), ...); () is unconditional
+    conditions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    conditioning: str = "projection"  # projection | acgan
+
+    @property
+    def group_sizes(self) -> tuple[int, ...]:
+        """Tags per group; each group's label len(tags) is its "any" value."""
+        return tuple(len(tags) for _, tags in self.conditions)
+
+    @property
+    def acgan(self) -> bool:
+        return bool(self.conditions) and self.conditioning == "acgan"
+
+    @property
+    def g_input(self) -> int:
+        """G's input: z, and for the MLP one embedding per group."""
+        return self.nz + (CONDITION_EMBEDDING * len(self.conditions) if self.arch == "mlp" else 0)
 
     @property
     def base(self) -> int:
@@ -46,6 +73,8 @@ class NetConfig:
 
     @property
     def d_outputs(self) -> int:
+        if self.acgan:
+            return 1 + sum(self.group_sizes)  # the logit, then each group's class logits
         return self.num_classes + 1 if self.num_classes else 1
 
 
@@ -58,8 +87,33 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def _up(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift also depend on the labels, through a (zero-initialised)
+    linear map of G's label embedding: the labels steer every layer of G without entering the
+    batch statistics, and a fresh conditional G starts as the unconditional one. A linear map of a
+    shared embedding (as in BigGAN) learns far faster than a table of scales per value, whose each
+    entry Adam moves by about lr a step."""
+
+    def __init__(self, channels: int, embedding: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels)
+        self.affine = nn.Linear(embedding, 2 * channels, bias=False)
+        nn.init.zeros_(self.affine.weight)
+
+    def forward(self, x: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        scale, shift = self.affine(embedded).view(x.shape[0], 2, x.shape[1], 1, 1).unbind(1)
+        return x * (1 + scale) + shift
+
+
+def _norm(channels: int, c: NetConfig) -> nn.Module:
+    if not c.conditions:
+        return nn.BatchNorm2d(channels)
+    return ConditionalBatchNorm2d(channels, CONDITION_EMBEDDING * len(c.conditions))
+
+
+def _up(cin: int, cout: int, c: NetConfig) -> list[nn.Module]:
+    return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), _norm(cout, c), nn.ReLU(True)]
 
 
 def _down(cin: int, cout: int, norm: bool = True) -> list[nn.Module]:
@@ -73,13 +127,13 @@ def _down(cin: int, cout: int, norm: bool = True) -> list[nn.Module]:
 def _dcgan_generator(c: NetConfig) -> nn.Sequential:
     g = c.ngf
     return nn.Sequential(
-        nn.Unflatten(1, (c.nz, 1, 1)),
-        nn.ConvTranspose2d(c.nz, g * 8, c.base, 1, 0, bias=False),
-        nn.BatchNorm2d(g * 8),
+        nn.Unflatten(1, (c.g_input, 1, 1)),
+        nn.ConvTranspose2d(c.g_input, g * 8, c.base, 1, 0, bias=False),
+        _norm(g * 8, c),
         nn.ReLU(True),
-        *_up(g * 8, g * 4),
-        *_up(g * 4, g * 2),
-        *_up(g * 2, g),
+        *_up(g * 8, g * 4, c),
+        *_up(g * 4, g * 2, c),
+        *_up(g * 2, g, c),
         nn.ConvTranspose2d(g, c.nc, 4, 2, 1, bias=False),
         nn.Tanh(),
     )
@@ -100,7 +154,7 @@ def _dcgan_discriminator(c: NetConfig) -> nn.Sequential:
 def _mlp_generator(c: NetConfig) -> nn.Sequential:
     """The classic MLP GAN's fully connected G: 256-512-1024 with LeakyReLU, to a tanh image."""
     return nn.Sequential(
-        nn.Linear(c.nz, 256), nn.LeakyReLU(0.2, True),
+        nn.Linear(c.g_input, 256), nn.LeakyReLU(0.2, True),
         nn.Linear(256, 512), nn.LeakyReLU(0.2, True),
         nn.Linear(512, 1024), nn.LeakyReLU(0.2, True),
         nn.Linear(1024, c.nc * c.image_size**2), nn.Tanh(),
@@ -119,8 +173,15 @@ def _mlp_discriminator(c: NetConfig) -> nn.Sequential:
     )
 
 
+def any_labels(config: NetConfig, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(count, groups) labels that ask for nothing: every group at its "any" value."""
+    sizes = torch.tensor(config.group_sizes, dtype=torch.long, device=device)
+    return sizes.expand(count, -1).clone()
+
+
 class Generator(nn.Module):
-    """z (N, nz) -> image (N, nc, S, S) in [-1, 1]."""
+    """z (N, nz) and labels (N, groups) -> image (N, nc, S, S) in [-1, 1]; without labels, a
+    conditional G draws "any" in every group."""
 
     def __init__(self, config: NetConfig) -> None:
         super().__init__()
@@ -128,14 +189,28 @@ class Generator(nn.Module):
             raise PipelineError(f"unknown arch {config.arch!r}; choose one of {', '.join(ARCHS)}")
         self.config = config
         self.net = _dcgan_generator(config) if config.arch == "dcgan" else _mlp_generator(config)
+        # one embedding per group, concatenated: the MLP's input beside z, the DCGAN's norms' input
+        self.embeddings = nn.ModuleList(nn.Embedding(size + 1, CONDITION_EMBEDDING)
+                                        for size in config.group_sizes)
         self.apply(_init_weights)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.reshape(z.shape[0], -1))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = z.reshape(z.shape[0], -1)
+        if not self.config.conditions:
+            return self.net(x)
+        if labels is None:
+            labels = any_labels(self.config, x.shape[0], x.device)
+        embedded = torch.cat([embed(labels[:, g]) for g, embed in enumerate(self.embeddings)], 1)
+        if self.config.arch == "mlp":
+            return self.net(torch.cat([x, embedded], 1))
+        for layer in self.net:
+            x = layer(x, embedded) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+        return x
 
 
 class Discriminator(nn.Module):
-    """image -> one logit per image, or (N, num_classes + 1) logits for the semi-supervised GAN."""
+    """(image, labels) -> one logit per image; (N, 1 + classes) outputs for AC-GAN, (N, num_classes
+    + 1) for the semi-supervised GAN."""
 
     def __init__(self, config: NetConfig) -> None:
         super().__init__()
@@ -143,15 +218,30 @@ class Discriminator(nn.Module):
             raise PipelineError(f"unknown arch {config.arch!r}; choose one of {', '.join(ARCHS)}")
         self.config = config
         self.net = _dcgan_discriminator(config) if config.arch == "dcgan" else _mlp_discriminator(config)
+        self.head = -2 if config.arch == "dcgan" else -1  # the last layer (and Flatten) of self.net
+        features = (config.ndf * 8 * config.base**2 if config.arch == "dcgan" else 256)
+        projected = config.group_sizes if config.conditions and not config.acgan else ()
+        self.projections = nn.ModuleList(nn.Embedding(size + 1, features) for size in projected)
         self.apply(_init_weights)
+        for projection in self.projections:
+            nn.init.normal_(projection.weight, 0.0, 0.02)
         if config.spectral_norm:
-            for module in self.net:
-                if isinstance(module, (nn.Conv2d, nn.Linear)):
+            for module in [*self.net, *self.projections]:
+                if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
                     nn.utils.parametrizations.spectral_norm(module)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.net(images)
-        return logits[:, 0] if self.config.d_outputs == 1 else logits
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.projections:
+            logits = self.net(images)
+            return logits[:, 0] if self.config.d_outputs == 1 else logits
+        features = self.net[:self.head](images)
+        logit = self.net[self.head:](features)[:, 0]
+        if labels is None:
+            labels = any_labels(self.config, images.shape[0], images.device)
+        flat = features.flatten(1)
+        for g, projection in enumerate(self.projections):
+            logit = logit + (projection(labels[:, g]) * flat).sum(1)
+        return logit
 
 
 def save_generator(path: Path, generator: nn.Module, config: NetConfig, *, ema: bool,

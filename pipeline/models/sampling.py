@@ -14,14 +14,22 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, count: int, seed: int, batch_size: int) -> torch.Tensor:
-    """`count` uint8 faces from seeded CPU noise (the same faces every call, on every device)."""
-    z = torch.randn(count, generator.config.nz, generator=torch.Generator().manual_seed(seed))
+def generate(generator: nn.Module, count: int, seed: int, batch_size: int,
+             labels: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
+    """`count` uint8 faces from seeded CPU noise (the same faces every call, on every device);
+    `labels` (count, groups) ask a conditional generator for tag values, None for "any"."""
+    z = seeded_latents(count, generator.config.nz, seed, temperature)
     device = next(generator.parameters()).device
     was_training = generator.training
     generator.eval()
     try:
-        return torch.cat([to_uint8(generator(batch.to(device))) for batch in z.split(batch_size)])
+        if labels is None:
+            batches = [generator(batch.to(device)) for batch in z.split(batch_size)]
+        else:
+            batches = [generator(batch.to(device), asked.to(device))
+                       for batch, asked in zip(z.split(batch_size), labels.split(batch_size),
+                                               strict=True)]
+        return torch.cat([to_uint8(images) for images in batches])
     finally:
         generator.train(was_training)
 

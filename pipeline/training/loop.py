@@ -8,7 +8,6 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -16,7 +15,7 @@ from dvclive import Live
 from tqdm import tqdm
 
 from pipeline.core.params import PipelineError, TrainParams
-from pipeline.data.faces import free_device_memory, load_faces, place_faces
+from pipeline.data.faces import condition_labels, free_device_memory, load_faces, place_faces
 from pipeline.data.formats import split_rows
 from pipeline.models.ema import recalibrate_batchnorm
 from pipeline.models.networks import SNAPSHOT_NAME, NetConfig, save_generator
@@ -33,9 +32,6 @@ from pipeline.training.run import (
 )
 from pipeline.training.sgan import labelled_subset, sgan_accuracies
 from pipeline.training.step import build_step, use_compile
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("pipeline.train")
 
@@ -56,6 +52,10 @@ def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]
     if params.objective == "sgan":
         labels = labelled_subset(split_rows(manifest, "train"), params.sgan_classes,
                                  params.labelled_fraction)[rank::world].to(faces.images.device)
+    elif params.conditions:
+        labels = condition_labels(split_rows(manifest, "train"),
+                                  params.conditions)[rank::world].to(faces.images.device)
+        log_labelled(labels, config)
     batch_size = max(1, min(params.batch_size // world, n_faces))  # train.batch_size is global
     steps_per_epoch = max(1, n_faces // batch_size)
 
@@ -144,6 +144,14 @@ def finish(run: Run, params: TrainParams, config: NetConfig, manifest: Path, out
     live.end()
     log.info("epoch %d reached (%d steps), %.0f images/s", run.epoch, run.step,
              summary["images_per_second"])
+
+
+def log_labelled(labels: torch.Tensor, config: NetConfig) -> None:
+    """How many train faces carry each group's labels: a group with few says so before training."""
+    for g, (group, tags) in enumerate(config.conditions):
+        known = int((labels[:, g] < len(tags)).sum())
+        log.info("%s: %d of %d train faces labelled (%s)", group, known, labels.shape[0],
+                 ", ".join(f"{tag} {int((labels[:, g] == i).sum())}" for i, tag in enumerate(tags)))
 
 
 def save_snapshot(folder: Path, run: Run, params: TrainParams, config: NetConfig,

@@ -34,6 +34,8 @@ def net_config(params: TrainParams) -> NetConfig:
         d_norm=not (params.spectral_norm or params.loss == "wgan-gp"),
         spectral_norm=params.spectral_norm,
         num_classes=len(params.sgan_classes) if params.objective == "sgan" else 0,
+        conditions=tuple((group, tuple(tags)) for group, tags in params.conditions.items()),
+        conditioning=params.conditioning,
     )
 
 
@@ -52,8 +54,14 @@ class Run:
     # adaptive augmentation's tally since p last moved, (sum of sign(D(real)), real images) on the
     # device: in the checkpoint so that a run continued between two updates moves p as one that was not
     augment_stats: torch.Tensor
+    # labels per tag group on the device, each group's "any" label: for hiding labels in the step
+    group_sizes: torch.Tensor
     epoch: int = 0
     step: int = 0
+
+    @property
+    def config(self) -> NetConfig:
+        return self.generator.config
 
     def state(self, params: TrainParams, config: NetConfig) -> dict[str, Any]:
         return {
@@ -100,7 +108,8 @@ def new_run(params: TrainParams, device: torch.device) -> Run:
     return Run(generator, discriminator, copy.deepcopy(generator).requires_grad_(False),
                torch.optim.Adam(generator.parameters(), **adam),
                torch.optim.Adam(discriminator.parameters(), **adam),
-               torch.tensor(augment_p, device=device), torch.zeros(2, device=device))
+               torch.tensor(augment_p, device=device), torch.zeros(2, device=device),
+               torch.tensor(config.group_sizes, dtype=torch.long, device=device))
 
 
 def resume_blocker(state: dict[str, Any], params: TrainParams) -> str | None:

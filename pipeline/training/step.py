@@ -14,8 +14,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.core.params import PipelineError, TrainParams
 from pipeline.models.augment import ada_adjust, augment
+from pipeline.models.conditions import LABEL_DROPOUT, hide_labels
 from pipeline.models.ema import ema_update
-from pipeline.models.losses import LOSSES, gradient_penalty, sgan_class_loss, sgan_real_fake_logit
+from pipeline.models.losses import (
+    LOSSES,
+    acgan_class_loss,
+    gradient_penalty,
+    sgan_class_loss,
+    sgan_real_fake_logit,
+)
 from pipeline.training.run import Run, uses_channels_last
 
 
@@ -107,27 +114,44 @@ class Step:
                                        images, params.ada_kimg))
         run.augment_stats.zero_()
 
+    def score(self, outputs: torch.Tensor) -> torch.Tensor:
+        """D's real-vs-fake logit from its outputs."""
+        if self.params.objective == "sgan":
+            return sgan_real_fake_logit(outputs)
+        if self.run.config.acgan:
+            return outputs[:, 0]
+        return outputs
+
     def __call__(self, batch: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Returns (loss_d, loss_g, D(x), D(G(z)), G updated, augment p) as a device tensor, to be
-        summed."""
-        params, run = self.params, self.run
+        summed. `labels`: the semi-supervised GAN's classes (N,), or the tag groups' (N, groups)."""
+        params, run, config = self.params, self.run, self.run.config
         d_loss_fn, g_loss_fn = LOSSES[params.loss]
-        score = sgan_real_fake_logit if labels is not None else (lambda out: out)
+        score = self.score
+        conditional = bool(config.conditions)
+        if conditional and labels is None:  # faces without labels: "any" in every group
+            labels = run.group_sizes.expand(batch.shape[0], -1)
+        # the fakes are asked for the labels of the reals beside them, some hidden: both sides of D
+        # see the same label distribution, "any" included
+        shown = hide_labels(labels, run.group_sizes, LABEL_DROPOUT) if conditional else None
         real = to_model_input(batch, params.flip, self.channels_last)
         z = torch.randn(real.shape[0], params.nz, device=self.device)
         with autocast(self.device, self.bf16):
-            fake = self.generator(z)
+            fake = self.generator(z, shown) if conditional else self.generator(z)
             # D sees reals and fakes through the same augmentation, in both updates (DiffAugment)
             real_seen, fake_seen = self.augmented(real), self.augmented(fake.detach())
-            real_out = self.discriminator(real_seen)
-            fake_out = self.discriminator(fake_seen)
+            real_out = self.judge(real_seen, shown)
+            fake_out = self.judge(fake_seen, shown)
             loss_d = d_loss_fn(score(real_out), score(fake_out), params.label_smoothing)
-            if labels is not None:
+            if params.objective == "sgan" and labels is not None:
                 loss_d = loss_d + sgan_class_loss(real_out, labels)
+            if config.acgan:  # D learns the classes from real faces only, with every known label
+                loss_d = loss_d + acgan_class_loss(real_out[:, 1:], labels, config.group_sizes)
         if params.loss == "wgan-gp":
             # between the augmented reals and fakes, as DiffAugment's authors penalise (their
             # compare_gan code): the critic is kept 1-Lipschitz where it actually looks
-            loss_d = loss_d + params.gp_weight * gradient_penalty(self.discriminator, real_seen, fake_seen)
+            loss_d = loss_d + params.gp_weight * gradient_penalty(
+                lambda images: score(self.judge(images, shown)), real_seen, fake_seen)
         run.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         run.opt_d.step()
@@ -141,7 +165,10 @@ class Step:
         if run.step % params.n_critic:
             return stats
         with autocast(self.device, self.bf16):
-            loss_g = g_loss_fn(score(self.discriminator(self.augmented(fake))))
+            fake_out = self.judge(self.augmented(fake), shown)
+            loss_g = g_loss_fn(score(fake_out))
+            if config.acgan:  # G is rewarded for faces D classifies as asked
+                loss_g = loss_g + acgan_class_loss(fake_out[:, 1:], shown, config.group_sizes)
         run.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         run.opt_g.step()
@@ -150,6 +177,12 @@ class Step:
         ema_update(run.generator_ema, run.generator, min(params.ema_decay, (1 + g_steps) / (10 + g_steps)))
         stats[1], stats[4] = loss_g.detach(), 1.0
         return stats
+
+    def judge(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """D's outputs; a projection D is told the labels, the others are not."""
+        if labels is not None and not self.run.config.acgan:
+            return self.discriminator(images, labels)
+        return self.discriminator(images)
 
 
 def build_step(run: Run, params: TrainParams, device: torch.device, world: int = 1) -> Step:

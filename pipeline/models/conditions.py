@@ -1,0 +1,70 @@
+"""Labels as the networks take them, (N, groups) indices where each group's len(tags) is "any":
+from tags a person asks for, drawn at random, or hidden from training at random."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from pipeline.core.params import PipelineError
+from pipeline.data.labels import ANY
+from pipeline.models.networks import NetConfig, any_labels
+
+# Share of the labels hidden (set to "any") on each training step, independently per group: a
+# single-character face is labelled in every group, so without it G and D would never see "blonde
+# hair, any eyes", which is what asking for one tag means.
+LABEL_DROPOUT = 0.3
+
+
+def known_tags(config: NetConfig) -> str:
+    """`hair: black_hair brown_hair; eyes: ...`, or why there are none, for error messages."""
+    if not config.conditions:
+        return "none: this generator is unconditional"
+    return "; ".join(f"{group}: {' '.join(tags)}" for group, tags in config.conditions)
+
+
+def labels_for_tags(config: NetConfig, tags: Sequence[str]) -> torch.Tensor:
+    """(groups,) labels asking for `tags` (at most one per group), "any" in the other groups; an
+    unknown tag or two tags of one group is one line naming the known ones."""
+    labels = any_labels(config, 1)[0]
+    chosen: dict[str, str] = {}
+    for tag in tags:
+        found = [(g, group, values) for g, (group, values) in enumerate(config.conditions)
+                 if tag in values]
+        if not found:
+            raise PipelineError(f"unknown tag {tag!r}; known tags: {known_tags(config)}")
+        g, group, values = found[0]
+        if group in chosen and chosen[group] != tag:
+            raise PipelineError(f"{chosen[group]!r} and {tag!r} are both {group} tags; "
+                                "ask for one value per group")
+        chosen[group] = tag
+        labels[g] = values.index(tag)
+    return labels
+
+
+def value_names(config: NetConfig) -> list[tuple[str, list[str]]]:
+    """Each group with its value names, "any" last: the label order."""
+    return [(group, [*tags, ANY]) for group, tags in config.conditions]
+
+
+def group_value_labels(config: NetConfig, group: int, value: int, count: int) -> torch.Tensor:
+    """(count, groups) labels asking for one value of one group, "any" elsewhere."""
+    labels = any_labels(config, count)
+    labels[:, group] = value
+    return labels
+
+
+def random_labels(config: NetConfig, count: int, noise: torch.Generator,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """Uniform over every value of each group, "any" included."""
+    columns = [torch.randint(0, size + 1, (count,), generator=noise, device=device)
+               for size in config.group_sizes]
+    return torch.stack(columns, 1) if columns else torch.zeros(count, 0, dtype=torch.long,
+                                                                 device=device)
+
+
+def hide_labels(labels: torch.Tensor, sizes: torch.Tensor, share: float) -> torch.Tensor:
+    """Each label set to its group's "any" with probability `share` (no host sync)."""
+    hidden = torch.rand(labels.shape, device=labels.device) < share
+    return torch.where(hidden, sizes.expand_as(labels), labels)
