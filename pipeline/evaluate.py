@@ -3,13 +3,12 @@
 python -m pipeline.evaluate [--params params.yaml] [--snapshots models/snapshots]
                             [--manifest data/manifest.csv] [--best models/best.pt] [--output metrics]
 
-Every evaluate.snapshots-th snapshot (counted back from the last, which is always scored) gets
-evaluate.snapshot_samples samples: FID and KID against the train split with torch-fidelity's
-Inception (weights from evaluate.inception_weights, $ANIME_FACE_INCEPTION_WEIGHTS or the torch hub
-cache, else downloaded once; offline without them both are null, never estimated some other way),
-and the face rate. The best snapshot (FID where it is reliable, else KID, else the face rate) becomes
-models/best.pt and is scored again on evaluate.samples samples for eval.json, with the memorisation
-check. A damaged snapshot is left out and counted.
+Every evaluate.snapshots-th snapshot (counted back from the last, always scored) gets
+evaluate.snapshot_samples samples: FID and KID against the train split (torch-fidelity's Inception;
+null offline without its weights) and the face rate. The best (FID where reliable, else KID, else
+face rate) becomes models/best.pt, scored again on evaluate.samples samples for eval.json, with the
+memorisation check and, if conditional, how often it draws the tag values asked for (docs/evaluate.md).
+Damaged snapshots are left out and counted.
 """
 
 from __future__ import annotations
@@ -24,16 +23,10 @@ from pipeline.core.devices import resolve_device
 from pipeline.core.files import save_png, write_csv, write_json
 from pipeline.core.params import read_section
 from pipeline.data.faces import load_faces
+from pipeline.evaluation import snapshots
+from pipeline.evaluation.conditional import score_conditions
 from pipeline.evaluation.memorisation import memorisation, neighbour_sheet, verdict
 from pipeline.evaluation.scoring import Evaluator
-from pipeline.evaluation.snapshots import (
-    best_of,
-    chosen,
-    curve_rows,
-    list_snapshots,
-    load_snapshots,
-    score_snapshots,
-)
 from pipeline.models.networks import save_generator
 
 log = logging.getLogger("pipeline.evaluate")
@@ -59,27 +52,32 @@ def evaluate(params_path: Path, paths: Paths) -> dict:
     crop = read_section("crop", params_path)
     distance = max(read_section("manifest", params_path).dedup_distance, 0)
     device = resolve_device(params.device, "evaluate.device")
-    scored, damaged = load_snapshots(chosen(list_snapshots(paths.snapshots), params.snapshots), device)
+    listed = snapshots.list_snapshots(paths.snapshots)
+    scored, damaged = snapshots.load_snapshots(snapshots.chosen(listed, params.snapshots), device)
     size = scored[-1].generator.config.image_size  # one run's snapshots share their config
     train = load_faces(paths.manifest, "train", size)
     val = load_faces(paths.manifest, "val", size)
     evaluator = Evaluator.prepare(train, val, params, crop, device)
-    score_snapshots(scored, evaluator, params.snapshot_samples)
-    best, metric = best_of(scored)
+
+    snapshots.score_snapshots(scored, evaluator, params.snapshot_samples)
+    best, metric = snapshots.best_of(scored)
     samples = evaluator.sample(best.generator, params.samples)
     scores = evaluator.score_images(samples)
     copying, neighbours = memorisation(samples, val[:params.samples], train, distance, device)
+    by_value, by_condition = score_conditions(best.generator, paths.manifest, train, val, evaluator,
+                                              distance)
     scores |= copying | {
         "best_epoch": best.snapshot.epoch, "samples": len(samples), "reference_images": len(train),
         "val_faces": len(val), "snapshots_scored": len(scored), "snapshots_damaged": len(damaged)}
     shown = min(params.nearest, len(samples))
     save_png(neighbour_sheet(samples[:shown], train, neighbours[:shown]),
              paths.output / "nearest_neighbours.png")
-    write_csv(paths.output / "snapshots.csv", curve_rows(scored))
+    write_csv(paths.output / "snapshots.csv", snapshots.curve_rows(scored))
     details = {"fid_status": scores["fid_status"], "selected_by": metric,
-               "memorisation": verdict(copying), "damaged_snapshots": damaged}
+               "memorisation": verdict(copying), "damaged_snapshots": damaged,
+               "conditions": by_condition}
     write_json(paths.output / "eval_details.json", details)
-    metrics = {name: scores[name] for name in METRICS}
+    metrics = {name: scores[name] for name in METRICS} | by_value
     write_json(paths.output / "eval.json", metrics)
     save_generator(paths.best, best.generator, best.generator.config, ema=best.payload["ema"],
                    epoch=best.snapshot.epoch, extra={"selected_by": metric})

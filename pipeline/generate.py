@@ -1,7 +1,11 @@
 """Sample a trained generator without DVC: a grid of faces, or latent interpolations.
 
 python -m pipeline.generate --n 64 --seed 7 --out faces.png [--generator models/best.pt]
-                            [--size 96] [--temperature 1.0] [--interpolate STEPS] [--fps 12]
+                            [--tags TAG ...] [--size 96] [--temperature 1.0]
+                            [--interpolate STEPS] [--fps 12]
+
+--tags asks a tag-conditional generator for one value per tag group (`--tags blonde_hair
+blue_eyes`); the groups not named stay at "any".
 
 The pictures come from the render stage's own functions, so `--n 64 --seed 7` is
 reports/samples.png for render.grid 8 and render.seed 7, and `--n ROWS --interpolate STEPS
@@ -20,6 +24,7 @@ import torch
 
 from pipeline.core.cli import run_stage
 from pipeline.core.files import save_png
+from pipeline.models.conditions import labels_for_tags
 from pipeline.models.networks import load_generator
 from pipeline.models.sampling import interpolation_latents, seeded_latents
 from pipeline.rendering.figures import image_grid, interpolation_pictures, save_gif
@@ -46,6 +51,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         default=64,
                         help="faces in the grid, or rows with --interpolate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default: %(default)s)")
+    parser.add_argument("--tags", nargs="+", default=[], metavar="TAG",
+                        help="tag values to ask a conditional generator for, one per tag group")
     parser.add_argument("--out", type=Path, default=Path("faces.png"),
                         help="PNG to write; a .gif with --interpolate animates (default: %(default)s)")
     parser.add_argument("--size", type=checked(int, lambda px: 16 <= px <= 512, "must be in [16, 512]"),
@@ -72,12 +79,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     generator, _ = load_generator(args.generator, torch.device("cpu"))
     nz = generator.config.nz
+    asked = labels_for_tags(generator.config, args.tags)
     if args.interpolate is None:
         z = seeded_latents(args.n, nz, args.seed, args.temperature)
-        save_png(image_grid(generator, z, columns=math.ceil(math.sqrt(args.n)), face_px=args.size), args.out)
+        save_png(image_grid(generator, z, columns=math.ceil(math.sqrt(args.n)), face_px=args.size,
+                            labels=asked.expand(args.n, -1)), args.out)
         return
     z = interpolation_latents(nz, args.n, args.interpolate, args.seed, args.temperature)
-    strip, frames = interpolation_pictures(generator, z, args.n, args.interpolate, args.size)
+    strip, frames = interpolation_pictures(generator, z, args.n, args.interpolate, args.size,
+                                           asked.expand(z.shape[0], -1))
     if args.out.suffix.lower() == ".gif":
         save_gif(frames, args.out, args.fps)
     else:

@@ -3,9 +3,10 @@
 python -m pipeline.render [--params params.yaml] [--input models] [--output reports]
                           [--data data] [--metrics metrics]
 
-Writes samples.png, interpolation.png, interpolation.gif, timelapse.gif, losses.png and
-index.html (pipeline/rendering/report.py). Everything runs on the CPU from seeded noise, so the same
-generator and params give the same bytes and DVC sees no change when nothing changed.
+Writes samples.png, conditions.png (a row per tag value), interpolation.png, interpolation.gif,
+timelapse.gif, losses.png and index.html (pipeline/rendering/report.py). Everything runs on the CPU
+from seeded noise, so the same generator and params give the same bytes and DVC sees no change when
+nothing changed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline.models.networks import load_generator
 from pipeline.rendering.figures import (
     read_curves,
     read_timelapse,
+    render_conditions,
     render_interpolation,
     render_losses,
     render_samples,
@@ -62,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
              "EMA" if payload["ema"] else "raw")
     steps = {
         "samples": lambda: render_samples(generator, params, out / "samples.png"),
+        "conditions": lambda: render_conditions(generator, params, out / "conditions.png"),
         "interpolation": lambda: render_interpolation(generator, params, out / "interpolation.png",
                                                       out / "interpolation.gif"),
         "timelapse": lambda: save_gif(timelapse, out / "timelapse.gif", params.gif_fps, FINAL_FRAME_MS),

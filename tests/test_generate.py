@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from test_conditions import as_trained
 from test_render import grid_px, render, write_models, write_params
 
 from pipeline.core.cli import run_stage
@@ -103,3 +104,51 @@ def test_weights_of_another_shape_are_refused(rendered: Path, tmp_path: Path,
 def test_bad_arguments_are_usage_errors(args: list[str], message: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert message in run_cli(capsys, *args)
+
+
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random generator conditioned on hair and eye colours."""
+    from pipeline.models.networks import Generator, NetConfig, save_generator
+
+    config = NetConfig(ngf=8, conditions=(("hair", ("black_hair", "blonde_hair")),
+                                          ("eyes", ("blue_eyes", "red_eyes"))))
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("conditional") / "best.pt"
+    save_generator(path, as_trained(Generator(config)).eval(), config, ema=True, epoch=1)
+    return path
+
+
+def test_tags_ask_a_conditional_generator_for_their_values(conditional: Path, tmp_path: Path) -> None:
+    def faces(*tags: str) -> bytes:
+        out = tmp_path / f"{'-'.join(tags) or 'any'}.png"
+        main(["--generator", str(conditional), "--n", "4", "--out", str(out), "--tags", *tags]
+             if tags else ["--generator", str(conditional), "--n", "4", "--out", str(out)])
+        return out.read_bytes()
+
+    blonde = faces("blonde_hair")
+    assert blonde == faces("blonde_hair")
+    assert len({blonde, faces("black_hair"), faces(), faces("blonde_hair", "red_eyes")}) == 4
+    walk = tmp_path / "walk.gif"
+    main(["--generator", str(conditional), "--n", "2", "--interpolate", "3", "--out", str(walk),
+          "--tags", "red_eyes"])
+    assert walk.stat().st_size > 0
+
+
+def test_an_unknown_tag_is_one_line_listing_the_known_ones(conditional: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_cli(capsys, "--generator", str(conditional), "--out", str(tmp_path / "f.png"),
+                  "--tags", "pink_hair")
+    assert err.strip() == ("error: unknown tag 'pink_hair'; known tags: hair: black_hair "
+                           "blonde_hair; eyes: blue_eyes red_eyes")
+    assert not (tmp_path / "f.png").exists()
+    err = run_cli(capsys, "--generator", str(conditional), "--out", str(tmp_path / "f.png"),
+                  "--tags", "black_hair", "blonde_hair")
+    assert err.strip().count("\n") == 0 and "both hair tags" in err
+
+
+def test_an_unconditional_generator_knows_no_tags(rendered: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_cli(capsys, "--generator", str(rendered / "models/best.pt"), "--out",
+                  str(tmp_path / "f.png"), "--tags", "blonde_hair")
+    assert "unconditional" in err and err.strip().count("\n") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from pipeline.models.sampling import sample_grid, slerp
 from pipeline.render import FINAL_FRAME_MS, METRICS_DIR, SAMPLES_DIR, main
 from pipeline.rendering.figures import CAPTION_PX
 
-OUTPUTS = ("samples.png", "interpolation.png", "interpolation.gif", "timelapse.gif", "losses.png",
-           "index.html")
+OUTPUTS = ("samples.png", "conditions.png", "interpolation.png", "interpolation.gif",
+           "timelapse.gif", "losses.png", "index.html")
 GRID_EPOCHS = (1, 3)
 METRICS = {
     "loss_d": [1.30, 1.10, 0.95],
@@ -28,13 +29,13 @@ METRICS = {
 }
 
 
-def write_models(folder: Path, image_size: int) -> Path:
+def write_models(folder: Path, image_size: int, config: NetConfig | None = None) -> Path:
     """A tiny untrained generator and the DVCLive TSVs and sample grids training would leave beside it.
 
     Fresh DCGAN weights draw flat grey, which would make any two renders equal; calibrated
     batch norm (as training leaves it) and a louder output layer give every face its own texture.
     """
-    config = NetConfig(image_size=image_size, ngf=8)
+    config = config or NetConfig(image_size=image_size, ngf=8)
     generator = Generator(config)
     recalibrate_batchnorm(generator, config.nz, torch.device("cpu"), seed=0, batches=1)
     with torch.no_grad():
@@ -283,3 +284,26 @@ def test_slerp_of_parallel_vectors_is_finite_and_linear() -> None:
     assert torch.allclose(same, start.expand_as(same))
     scaled = slerp(start, 2 * start, weights)
     assert torch.allclose(scaled, (1 + weights).unsqueeze(1) * start)
+
+
+def test_conditions_grid_has_a_row_per_tag_value_and_the_report_its_accuracy(tmp_path: Path) -> None:
+    config = NetConfig(ngf=8, conditions=(("hair", ("black_hair", "blonde_hair", "blue_hair")),
+                                          ("eyes", ("blue_eyes", "red_eyes"))))
+    models = write_models(tmp_path / "models", 48, config)
+    (tmp_path / "metrics").mkdir()
+    measured = {"accuracy": 0.75, "ceiling": 0.9, "of_ceiling": 0.8333, "labelled_val_faces": 7,
+                "values": {"black_hair": {"accuracy": 0.5, "face_rate": 0.95, "near_copies": 0.0,
+                                          "train_faces": 12}}}
+    (tmp_path / "metrics" / "eval_details.json").write_text(json.dumps({"conditions": {"hair": measured}}))
+    outputs = render(write_params(tmp_path / "params.yaml", grid=3), models, tmp_path / "reports")
+    with Image.open(tmp_path / "reports" / "conditions.png") as grid:
+        assert grid.height == grid_px(5, 96)  # 3 hair and 2 eye values, 48 px faces shown at 96
+        assert grid.width > grid_px(3, 96)  # 3 columns, and the captions on the left
+    page = outputs["index.html"].decode()
+    assert 'id="conditions"' in page and "75.0%" in page and "83.3%" in page and "black_hair" in page
+
+    plain = render(write_params(tmp_path / "plain.yaml", grid=3), write_models(tmp_path / "plain", 48),
+                   tmp_path / "plain-reports")
+    with Image.open(tmp_path / "plain-reports" / "conditions.png") as grid:
+        assert grid.height == grid_px(1, 96)  # an unconditional generator: one row
+    assert "no tag to ask for" in plain["index.html"].decode()

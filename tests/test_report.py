@@ -25,6 +25,7 @@ CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 WINDOW = (1280, 2400)
 PICTURES = {  # img id -> file under the reports folder
     "samples": "samples.png",
+    "conditions": "conditions.png",
     "losses": "losses.png",
     "timelapse": "timelapse.gif",
     "interpolation": "interpolation.png",

@@ -102,6 +102,11 @@ class Evaluator:
         samples of this generator."""
         return self.score_images(self.sample(generator, count))
 
+    def face_rate_of(self, faces: torch.Tensor) -> float | None:
+        """The face rate of these faces; None without a detector."""
+        return None if self.detector is None else face_rate(faces, self.detector,
+                                                            self.params.face_rate_size)
+
     def score_images(self, faces: torch.Tensor) -> Scores:
         rates: Scores = {"face_rate": None, "face_rate_real": self.face_rate_real}
         if self.detector is not None:

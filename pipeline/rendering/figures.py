@@ -22,6 +22,8 @@ from torchvision.utils import make_grid
 
 from pipeline.core.files import atomic_path, save_png
 from pipeline.core.params import PipelineError, RenderParams
+from pipeline.models.conditions import group_value_labels
+from pipeline.models.networks import NetConfig, any_labels
 from pipeline.models.sampling import interpolation_latents, seeded_latents
 
 log = logging.getLogger("pipeline.render")
@@ -46,9 +48,11 @@ def upscale_factor(image_size: int, face_px: int) -> int:
 
 
 @torch.no_grad()
-def generate_faces(generator: nn.Module, z: torch.Tensor, face_px: int) -> torch.Tensor:
-    """G(z) in [-1, 1], each face upscaled to at least `face_px` (nearest neighbour keeps pixels honest)."""
-    images = generator(z).float().clamp(-1, 1)
+def generate_faces(generator: nn.Module, z: torch.Tensor, face_px: int,
+                   labels: torch.Tensor | None = None) -> torch.Tensor:
+    """G(z) in [-1, 1], each face upscaled to at least `face_px` (nearest neighbour keeps pixels
+    honest); `labels` (N, groups) ask a conditional generator for tag values, None for "any"."""
+    images = (generator(z) if labels is None else generator(z, labels)).float().clamp(-1, 1)
     return F.interpolate(images, scale_factor=upscale_factor(images.shape[-1], face_px), mode="nearest")
 
 
@@ -58,9 +62,11 @@ def tile(faces: torch.Tensor, columns: int) -> Image.Image:
     return Image.fromarray(grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy())
 
 
-def image_grid(generator: nn.Module, z: torch.Tensor, columns: int, face_px: int) -> Image.Image:
-    """G(z) tiled `columns` wide: the sample grid of both this stage and pipeline.generate."""
-    return tile(generate_faces(generator, z, face_px), columns)
+def image_grid(generator: nn.Module, z: torch.Tensor, columns: int, face_px: int,
+               labels: torch.Tensor | None = None) -> Image.Image:
+    """G(z) tiled `columns` wide: the sample grid of this stage, pipeline.generate and
+    pipeline.serve."""
+    return tile(generate_faces(generator, z, face_px, labels), columns)
 
 
 def ping_pong(count: int) -> list[int]:
@@ -68,10 +74,11 @@ def ping_pong(count: int) -> list[int]:
     return list(range(count)) + list(range(count - 2, 0, -1))
 
 
-def interpolation_pictures(generator: nn.Module, z: torch.Tensor, rows: int,
-                           steps: int, face_px: int) -> tuple[Image.Image, list[Image.Image]]:
+def interpolation_pictures(generator: nn.Module, z: torch.Tensor, rows: int, steps: int,
+                           face_px: int, labels: torch.Tensor | None = None,
+                           ) -> tuple[Image.Image, list[Image.Image]]:
     """The strip (one row per interpolation) and the animation frames (all rows side by side)."""
-    faces = generate_faces(generator, z, face_px)
+    faces = generate_faces(generator, z, face_px, labels)
     frames = [tile(faces[step::steps], columns=rows) for step in ping_pong(steps)]
     return tile(faces, columns=steps), frames
 
@@ -95,6 +102,33 @@ def save_gif(frames: Sequence[Image.Image], path: Path, fps: int, final_ms: int 
 def render_samples(generator: nn.Module, params: RenderParams, path: Path) -> None:
     z = seeded_latents(params.grid**2, generator.config.nz, params.seed, params.temperature)
     save_png(image_grid(generator, z, columns=params.grid, face_px=params.face_px), path)
+
+
+def condition_rows(config: NetConfig) -> list[tuple[str, torch.Tensor]]:
+    """(caption, (groups,) labels) per row of the conditions grid: one row per value of each
+    group, the other groups at "any"; an unconditional generator has one row, its own samples."""
+    if not config.conditions:
+        return [("unconditional", any_labels(config, 1)[0])]
+    return [(f"{group}: {tag}", group_value_labels(config, g, v, 1)[0])
+            for g, (group, tags) in enumerate(config.conditions) for v, tag in enumerate(tags)]
+
+
+def render_conditions(generator: nn.Module, params: RenderParams, path: Path) -> None:
+    """What each tag value asks of the generator: a row per value, the same noise down each column,
+    so a column shows one face across hair and eye colours."""
+    rows = condition_rows(generator.config)
+    z = seeded_latents(params.grid, generator.config.nz, params.seed + 2, params.temperature)
+    labels = torch.cat([row_labels.expand(params.grid, -1) for _, row_labels in rows])
+    grid = image_grid(generator, z.repeat(len(rows), 1), params.grid, params.face_px, labels)
+    font = ImageFont.load_default(14)
+    margin = 8 + max(int(ImageDraw.Draw(grid).textlength(caption, font=font)) for caption, _ in rows)
+    picture = Image.new("RGB", (grid.width + margin, grid.height), "white")
+    picture.paste(grid, (margin, 0))
+    draw = ImageDraw.Draw(picture)
+    row_px = (grid.height - 2) / len(rows)
+    for i, (caption, _) in enumerate(rows):
+        draw.text((4, 2 + (i + 0.5) * row_px), caption, fill="black", font=font, anchor="lm")
+    save_png(picture, path)
 
 
 def render_interpolation(generator: nn.Module, params: RenderParams, png: Path, gif: Path) -> None:

@@ -270,6 +270,55 @@ def evaluation_section(sources: ReportSources, scores: Any | None, details: Any 
     return section("evaluation", "Evaluation", body)
 
 
+CONDITIONS_NOTE = ("one row per value of each tag group (train.conditions), the other groups at "
+                   "\"any\"; the same noise down each column, so a column is one face asked for "
+                   "each value in turn")
+VALUE_COLUMNS = (("accuracy", "drawn as asked"), ("face_rate", "face rate"),
+                 ("near_copies", "near copies of train faces"), ("spread", "spread"),
+                 ("spread_train", "spread of its train faces"), ("train_faces", "labelled train faces"))
+SPREAD_NOTE = ("spread: how much the faces asked for a value differ from one another (per-pixel "
+               "standard deviation, averaged); far below that of the value's train faces, the "
+               "generator draws one face for every noise")
+
+
+def percent(value: Any, key: str = "") -> str:
+    if not isinstance(value, float):
+        return value_html(value, "not measured")
+    return f"{value:.3f}" if key.startswith("spread") else f"{value:.1%}"
+
+
+def condition_table(group: str, measured: Mapping[str, Any]) -> str:
+    """A group's verdict in one line, then one row per value: a value with few train faces that
+    collapsed (low accuracy or face rate) or copies its faces (near copies) stands out."""
+    summary = (f"<p><b>{escape(group)}</b>: {percent(measured.get('accuracy'))} of the faces asked "
+               f"for a value show it, to a classifier of D's shape whose accuracy on "
+               f"{value_html(measured.get('labelled_val_faces'))} labelled val faces is "
+               f"{percent(measured.get('ceiling'))} (the ceiling): "
+               f"{percent(measured.get('of_ceiling'))} of the ceiling.</p>")
+    header = "".join(f"<th>{escape(title)}</th>" for _, title in VALUE_COLUMNS)
+    rows = "".join(
+        f"<tr><th>{escape(tag)}</th>"
+        + "".join(f'<td class="number">{percent(values.get(key), key)}</td>'
+                  for key, _ in VALUE_COLUMNS)
+        + "</tr>"
+        for tag, values in (measured.get("values") or {}).items() if isinstance(values, Mapping))
+    return (f"{summary}<table><tr><th>value</th>{header}</tr>{rows}</table>"
+            f'<p class="source">{escape(SPREAD_NOTE)}</p>')
+
+
+def conditions_section(pictures: Path, details: Any | None, conditional: bool) -> str:
+    grid = figure(pictures / "conditions.png", "conditions", CONDITIONS_NOTE)
+    measured = dig(details, ("conditions",))
+    if not conditional:
+        body = "<p>An unconditional generator (train.conditions is empty): no tag to ask for.</p>"
+    elif isinstance(measured, Mapping) and measured:
+        body = "".join(condition_table(group, values) for group, values in measured.items()
+                       if isinstance(values, Mapping))
+    else:
+        body = missing("conditional accuracy not available (the evaluate stage measures it)")
+    return section("conditions", "Conditions", grid + body)
+
+
 def headline_cards(stats: Mapping[str, Any | None]) -> str:
     cards = "".join(
         f'<div class="card"><b>{value_html(dig(stats[name], keys))}</b>{escape(label)}</div>'
@@ -327,6 +376,7 @@ def render_report(inputs: ReportInputs, payload: Mapping[str, Any]) -> str:
     sources = inputs.sources
     sections = [
         samples_section(sources.pictures),
+        conditions_section(sources.pictures, inputs.details, bool(payload["config"].get("conditions"))),
         training_section(sources.pictures, sources.training, inputs.training, generator_summary(payload)),
         interpolation_section(sources.pictures),
         evaluation_section(sources, inputs.scores, inputs.details),
@@ -334,8 +384,9 @@ def render_report(inputs: ReportInputs, payload: Mapping[str, Any]) -> str:
         params_section(sources.params, inputs.params),
     ]
     links = "".join(f'<a href="#{ident}">{title}</a>' for ident, title in (
-        ("samples", "Samples"), ("training", "Training"), ("interpolation", "Interpolation"),
-        ("evaluation", "Evaluation"), ("data", "Data"), ("params", "Params")))
+        ("samples", "Samples"), ("conditions", "Conditions"), ("training", "Training"),
+        ("interpolation", "Interpolation"), ("evaluation", "Evaluation"), ("data", "Data"),
+        ("params", "Params")))
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
