@@ -1,0 +1,440 @@
+"""pipeline.serve: the real server on 127.0.0.1 (grids, determinism, every refused request, the page),
+the command line (one-line errors, Ctrl-C), and the page in a real headless Chromium driven by
+Playwright (skipped with a reason where no Chromium is installed; required under CI)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+from test_conditions import as_trained
+
+from pipeline.core.cli import run_stage
+from pipeline.generate import main as generate_main
+from pipeline.models.ema import recalibrate_batchnorm
+from pipeline.models.networks import Generator, NetConfig, load_generator, save_generator
+from pipeline.serve import main
+from pipeline.serving.faces import FaceServer
+from pipeline.serving.server import make_server
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
+CONDITIONS = (("hair", ("black_hair", "blonde_hair", "blue_hair")), ("eyes", ("blue_eyes", "red_eyes")))
+KNOWN_TAGS = "hair: black_hair blonde_hair blue_hair; eyes: blue_eyes red_eyes"
+FACE_PX = 96  # 48 px faces upscaled 2x
+
+
+def grid_px(faces: int) -> int:
+    """Side of `faces` 96 px faces in a row, 2 px apart and around."""
+    return faces * (FACE_PX + 2) + 2
+
+
+def write_generator(path: Path, conditions: tuple = ()) -> Path:
+    """A tiny untrained generator. Fresh DCGAN weights draw flat grey, the same for every seed and
+    tag; calibrated batch norm, a louder output layer and conditional norms with the kind of weights
+    training gives them give every face and tag its own texture."""
+    config = NetConfig(ngf=8, conditions=conditions)
+    generator = as_trained(Generator(config))
+    recalibrate_batchnorm(generator, config.nz, torch.device("cpu"), seed=0, batches=1)
+    with torch.no_grad():
+        generator.net[-2].weight.mul_(10)
+    save_generator(path, generator, config, ema=True, epoch=1)
+    return path
+
+
+def start(path: Path) -> Iterator[str]:
+    """The real server for a generator file, in a thread, on a free port of 127.0.0.1."""
+    generator, payload = load_generator(path, torch.device("cpu"))
+    server = make_server(FaceServer(generator, payload, path), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from start(write_generator(tmp_path_factory.mktemp("conditional") / "best.pt", CONDITIONS))
+
+
+@pytest.fixture(scope="module")
+def unconditional_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_generator(tmp_path_factory.mktemp("unconditional") / "best.pt")
+
+
+@pytest.fixture(scope="module")
+def unconditional(unconditional_file: Path) -> Iterator[str]:
+    yield from start(unconditional_file)
+
+
+def get(url: str) -> tuple[int, str, bytes]:
+    """Status, content type and body, errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers["Content-Type"], error.read()
+
+
+def faces(base: str, query: str) -> bytes:
+    status, kind, body = get(f"{base}faces.png?{query}")
+    assert (status, kind) == (200, "image/png"), body[:200]
+    return body
+
+
+def decoded(png: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(png)) as image:
+        image.load()
+        return image
+
+
+def test_grid_is_a_near_square_png_of_96_px_faces(conditional: str) -> None:
+    assert decoded(faces(conditional, "n=16&seed=3&temperature=0.8&hair=blonde_hair&eyes=any")).size == (
+        grid_px(4), grid_px(4))
+    assert decoded(faces(conditional, "n=5")).size == (grid_px(3), grid_px(2))
+    assert decoded(faces(conditional, "n=64")).size == (grid_px(8), grid_px(8))
+
+
+def test_grid_is_pipeline_generates(unconditional: str, unconditional_file: Path, tmp_path: Path) -> None:
+    """The same seeded noise and grid as the command line, so a face found here can be drawn big there."""
+    out = tmp_path / "faces.png"
+    generate_main(["--generator", str(unconditional_file), "--n", "9", "--seed", "3", "--temperature", "0.8",
+                   "--size", "96", "--out", str(out)])
+    assert faces(unconditional, "n=9&seed=3&temperature=0.8") == out.read_bytes()
+
+
+def test_same_query_same_bytes_and_every_setting_counts(conditional: str) -> None:
+    base = faces(conditional, "n=4&seed=3&temperature=0.8&hair=blonde_hair")
+    assert faces(conditional, "n=4&seed=3&temperature=0.8&hair=blonde_hair") == base
+    assert faces(conditional, "hair=blonde_hair&eyes=any&temperature=0.80&seed=3&n=4") == base
+    others = [faces(conditional, query) for query in (
+        "n=4&seed=4&temperature=0.8&hair=blonde_hair",
+        "n=4&seed=3&temperature=0.5&hair=blonde_hair",
+        "n=4&seed=3&temperature=0.8&hair=blue_hair",
+        "n=4&seed=3&temperature=0.8&hair=blonde_hair&eyes=red_eyes",
+        "n=4&seed=3&temperature=0.8",
+    )]
+    assert len({base, *others}) == 6
+    assert faces(conditional, "n=4") == faces(conditional, "n=4&seed=0&temperature=1&hair=any&eyes=any")
+
+
+def test_parallel_requests_get_the_bytes_of_serial_ones(conditional: str) -> None:
+    queries = [f"n=9&seed={seed}&hair=black_hair" for seed in range(6)]
+    serial = [faces(conditional, query) for query in queries]
+    results: dict[str, bytes] = {}
+    threads = [threading.Thread(target=lambda q=q: results.__setitem__(q, faces(conditional, q)))
+               for q in queries]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[query] for query in queries] == serial
+
+
+def refused(url: str, status: int = 400) -> str:
+    """The one-line plain-text reason of a refused request."""
+    code, kind, body = get(url)
+    assert (code, kind) == (status, "text/plain; charset=utf-8")
+    text = body.decode()
+    assert text.endswith("\n") and text.count("\n") == 1, text
+    return text.strip()
+
+
+@pytest.mark.parametrize(("query", "reason"), [
+    ("n=4&hair=green_hairr", f"unknown tag 'green_hairr'; known tags: {KNOWN_TAGS}; or any"),
+    ("n=4&colour=blue_hair", "unknown parameter 'colour'; known: n, seed, temperature, hair, eyes"),
+    ("n=4&hair=blue_eyes", "'blue_eyes' belongs to eyes, not hair; hair tags: black_hair blonde_hair "
+                           "blue_hair or any"),
+    ("n=4&eyes=Blue_eyes", f"unknown tag 'Blue_eyes'; known tags: {KNOWN_TAGS}; or any"),
+    ("n=4&hair=", f"unknown tag ''; known tags: {KNOWN_TAGS}; or any"),
+    ("n=4&hair=blue_hair&hair=black_hair", "'hair' given twice; give each parameter once"),
+    ("n=4&temperature=warm", "temperature must be a number in (0, 2], got 'warm'"),
+    ("n=4&temperature=0", "temperature must be a number in (0, 2], got '0'"),
+    ("n=4&temperature=-0.5", "temperature must be a number in (0, 2], got '-0.5'"),
+    ("n=4&temperature=2.01", "temperature must be a number in (0, 2], got '2.01'"),
+    ("n=4&temperature=nan", "temperature must be a number in (0, 2], got 'nan'"),
+    ("n=4&temperature=inf", "temperature must be a number in (0, 2], got 'inf'"),
+    ("n=4&seed=1.5", "seed must be a whole number from 0 to 4294967295, got '1.5'"),
+    ("n=4&seed=-1", "seed must be a whole number from 0 to 4294967295, got '-1'"),
+    ("n=4&seed=4294967296", "seed must be a whole number from 0 to 4294967295, got '4294967296'"),
+    ("n=4&seed=1_000", "seed must be a whole number from 0 to 4294967295, got '1_000'"),
+    ("seed=3", "n is required: the number of faces, 1 to 64"),
+    ("", "n is required: the number of faces, 1 to 64"),
+    ("n=0", "n must be a whole number from 1 to 64, got '0'"),
+    ("n=65", "n must be a whole number from 1 to 64, got '65'"),
+    ("n=four", "n must be a whole number from 1 to 64, got 'four'"),
+    ("n=4&hair=" + "x" * 5000, f"unknown tag '{'x' * 40}...'; known tags: {KNOWN_TAGS}; or any"),
+    ("n=4&hair=%0Ablue_hair", f"unknown tag '\\nblue_hair'; known tags: {KNOWN_TAGS}; or any"),
+    ("&".join(f"p{i}=1" for i in range(40)), "too many query parameters (at most 32)"),
+])
+def test_bad_requests_are_400_with_one_line(conditional: str, query: str, reason: str) -> None:
+    assert refused(f"{conditional}faces.png?{query}") == reason
+
+
+def test_tags_for_an_unconditional_generator_are_refused(unconditional: str) -> None:
+    assert refused(f"{unconditional}faces.png?n=4&hair=any") == (
+        "unknown parameter 'hair'; known: n, seed, temperature (this generator is unconditional)")
+
+
+def test_unknown_path_is_404_with_one_line(conditional: str) -> None:
+    assert refused(f"{conditional}faces.jpg?n=4", 404).startswith("no such page '/faces.jpg'")
+    assert refused(f"{conditional}favicon.ico", 404).startswith("no such page '/favicon.ico'")
+
+
+def test_conditions_list_groups_with_any_first(conditional: str, unconditional: str) -> None:
+    status, kind, body = get(f"{conditional}conditions.json")
+    assert (status, kind) == (200, "application/json")
+    conditions = json.loads(body)
+    assert conditions["groups"] == {"hair": ["any", "black_hair", "blonde_hair", "blue_hair"],
+                                    "eyes": ["any", "blue_eyes", "red_eyes"]}
+    assert conditions["generator"] == "EMA generator after epoch 1, 48 px faces"
+    assert (conditions["image_size"], conditions["epoch"], conditions["max_faces"]) == (48, 1, 64)
+    assert json.loads(get(f"{unconditional}conditions.json")[2])["groups"] == {}
+
+
+class Elements(HTMLParser):
+    """Every start tag with its attributes, in order."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def find(self, tag: str, **wanted: str) -> list[dict[str, str | None]]:
+        return [attrs for name, attrs in self.tags
+                if name == tag and all(attrs.get(key) == value for key, value in wanted.items())]
+
+
+def page(base: str) -> str:
+    status, kind, body = get(base)
+    assert (status, kind) == (200, "text/html; charset=utf-8")
+    return body.decode()
+
+
+def test_page_has_a_labelled_picker_per_group_with_any_first(conditional: str) -> None:
+    html = page(conditional)
+    elements = Elements(html)
+    pickers = elements.find("select", **{"class": "tag-picker"})
+    assert [attrs["data-group"] for attrs in pickers] == ["hair", "eyes"]
+    for attrs in pickers:
+        assert elements.find("label", **{"for": attrs["id"]})
+    assert '<option value="any">any</option><option value="black_hair">' in html
+    assert "EMA generator after epoch 1, 48 px faces, conditioned on hair, eyes" in html
+    slider = elements.find("input", id="temperature")[0]
+    assert (slider["type"], slider["min"], slider["max"], slider["step"], slider["value"]) == (
+        "range", "0.1", "2.0", "0.05", "1.0")
+    for ident in ("temperature", "seed", "count"):
+        assert elements.find("label", **{"for": ident})
+
+
+def test_page_without_groups_has_no_pickers(unconditional: str) -> None:
+    html = page(unconditional)
+    assert not Elements(html).find("select", **{"class": "tag-picker"})
+    assert "unconditional" in html and "<fieldset>" not in html
+
+
+def test_page_needs_nothing_but_this_server(conditional: str) -> None:
+    elements = Elements(page(conditional))
+    image, = elements.find("img", id="faces")
+    link, = elements.find("a", id="download")
+    assert image["src"] == link["href"] and link["download"] == "faces-seed-0.png"
+    assert decoded(faces(conditional, image["src"].split("?", 1)[1])).size == (grid_px(4), grid_px(4))
+    for tag, attrs in elements.tags:
+        assert tag not in ("iframe", "object", "embed")
+        assert not (tag == "script" and attrs.get("src"))
+        for key in ("src", "href"):
+            assert (attrs.get(key) or "faces.png?").startswith(("faces.png?", "data:")), (tag, attrs)
+
+
+def test_missing_generator_is_one_line_from_the_real_command(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "pipeline.serve", "--generator", str(tmp_path / "none.pt"),
+                             "--port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {tmp_path / 'none.pt'}: generator not found; "
+                                     "run the train and evaluate stages first (dvc repro evaluate)")
+
+
+def test_port_in_use_is_one_line(unconditional_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_info:
+            run_stage(main, ["--generator", str(unconditional_file), "--port", str(port)])
+    assert exit_info.value.code == 2
+    reason = "Address already in use"
+    assert capsys.readouterr().err.strip() == f"error: cannot listen on 127.0.0.1:{port}: {reason}"
+
+
+def test_bad_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--port", "70000"])
+    assert exit_info.value.code == 2
+    assert "argument --port: must be in [0, 65535], got 70000" in capsys.readouterr().err
+
+
+def test_real_command_prints_its_url_serves_and_stops_on_ctrl_c(unconditional_file: Path) -> None:
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.serve", "--generator", str(unconditional_file),
+                               "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        ready, _, _ = select.select([server.stdout], [], [], 120)
+        assert ready, "no URL printed within 2 minutes"
+        line = server.stdout.readline().strip()
+        assert line.startswith("serving http://127.0.0.1:") and line.endswith("/ (Ctrl-C to stop)")
+        url = line.split()[1]
+        assert decoded(faces(url, "n=4&seed=1")).size == (grid_px(2), grid_px(2))
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 0, err
+    assert out.strip() == "stopped"
+    assert "Traceback" not in err and "error" not in err
+
+
+# The page in a real browser: Playwright drives Debian's Chromium (never a downloaded one).
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        if os.environ.get("CI"):
+            raise FileNotFoundError(f"{CHROMIUM} is missing; .ci/run installs it (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} not found (apt-get install -y chromium): no browser to check the page in")
+    if os.environ.get("CI"):
+        from playwright.sync_api import sync_playwright
+    else:
+        playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
+        sync_playwright = playwright_api.sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                              args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def tab(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(accept_downloads=True)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def is_grid(response: Any) -> bool:
+    return "/faces.png?" in response.url
+
+
+def shown_grid(tab: Any) -> int:
+    """Wait until the page's picture is decoded; its natural width."""
+    tab.wait_for_function("() => { const image = document.getElementById('faces');"
+                          " return image.complete && image.naturalWidth > 0"
+                          " && !image.hasAttribute('aria-busy'); }")
+    return tab.eval_on_selector("#faces", "image => image.naturalWidth")
+
+
+def test_chromium_redraws_on_a_pick_and_on_new_faces(tab: Any, conditional: str, tmp_path: Path) -> None:
+    with tab.expect_response(is_grid) as first:
+        tab.goto(conditional)
+    before = first.value.body()
+    assert shown_grid(tab) == decoded(before).width == grid_px(4)
+
+    hair = tab.get_by_label("hair", exact=True)
+    assert hair.evaluate("select => [...select.options].map(option => option.value)") == [
+        "any", "black_hair", "blonde_hair", "blue_hair"]
+    with tab.expect_response(is_grid) as picked:
+        hair.select_option("blue_hair")
+    assert picked.value.status == 200 and "hair=blue_hair" in picked.value.url
+    after_pick = picked.value.body()
+    assert after_pick != before
+    shown_grid(tab)
+    assert "hair: blue_hair" in tab.locator("#status").inner_text()
+
+    seed = tab.get_by_label("seed", exact=True).input_value()
+    with tab.expect_response(is_grid) as fresh:
+        tab.get_by_role("button", name="new faces").click()
+    after_new = fresh.value.body()
+    assert tab.get_by_label("seed", exact=True).input_value() != seed
+    assert "hair=blue_hair" in fresh.value.url and after_new not in (before, after_pick)
+    shown_grid(tab)
+
+    link = tab.locator("#download")
+    href = link.evaluate("link => link.href")
+    assert href == tab.eval_on_selector("#faces", "image => image.src") == fresh.value.url
+    status, kind, linked = get(href)
+    assert (status, kind, linked) == (200, "image/png", after_new)
+    assert decoded(linked).size == (grid_px(4), grid_px(4))
+    with tab.expect_download() as download:
+        link.click()
+    new_seed = tab.get_by_label("seed", exact=True).input_value()
+    assert download.value.suggested_filename == f"faces-seed-{new_seed}.png"
+    assert Path(download.value.path()).read_bytes() == after_new
+
+
+def test_chromium_slider_count_and_seed_redraw_and_a_refusal_is_shown(tab: Any, conditional: str) -> None:
+    tab.goto(conditional)
+    shown_grid(tab)
+    with tab.expect_response(is_grid) as slid:
+        tab.get_by_label("temperature", exact=True).evaluate(
+            "slider => { slider.value = '0.5'; slider.dispatchEvent(new Event('input'));"
+            " slider.dispatchEvent(new Event('change')); }")
+    assert "temperature=0.5" in slid.value.url
+    assert tab.locator("#temperature-value").inner_text() == "0.50"
+    with tab.expect_response(is_grid) as counted:
+        tab.get_by_label("faces", exact=True).select_option("9")
+    assert decoded(counted.value.body()).size == (grid_px(3), grid_px(3))
+    assert shown_grid(tab) == grid_px(3)
+    seed = tab.get_by_label("seed", exact=True)
+    with tab.expect_response(is_grid) as seeded:
+        seed.fill("12")
+        seed.press("Enter")
+    assert "seed=12" in seeded.value.url and seeded.value.body() == faces(
+        conditional, "n=9&seed=12&temperature=0.5&hair=any&eyes=any")
+
+    seed.fill("-3")
+    seed.press("Enter")
+    tab.wait_for_selector("body.failed")
+    assert tab.locator("#status").inner_text() == "seed must be a whole number from 0 to 4294967295, got '-3'"
+
+
+def test_chromium_page_of_an_unconditional_generator(tab: Any, unconditional: str) -> None:
+    with tab.expect_response(is_grid) as first:
+        tab.goto(unconditional)
+    assert shown_grid(tab) == grid_px(4)
+    assert tab.locator("select.tag-picker").count() == 0
+    assert tab.locator("select").count() == 1  # the number of faces
+    with tab.expect_response(is_grid) as fresh:
+        tab.get_by_role("button", name="new faces").click()
+    assert fresh.value.body() != first.value.body()
+    shown_grid(tab)
