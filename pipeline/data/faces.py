@@ -16,6 +16,7 @@ from PIL import Image
 
 from pipeline.core.params import PipelineError
 from pipeline.data.formats import split_rows
+from pipeline.data.labels import Conditions, label_rows
 
 log = logging.getLogger("pipeline.train")
 
@@ -30,6 +31,12 @@ def class_labels(rows: list[dict[str, str]], class_tags: tuple[str, ...]) -> tor
         matches = [i for i, tag in enumerate(class_tags) if tag in row["tags"].split()]
         labels.append(matches[0] if len(matches) == 1 else -1)
     return torch.tensor(labels, dtype=torch.long)
+
+
+def condition_labels(rows: list[dict[str, str]], conditions: Conditions) -> torch.Tensor:
+    """(N, groups) labels the networks take: each tag's index in its group, len(group) for "any"."""
+    return torch.tensor(label_rows(rows, conditions), dtype=torch.long).reshape(len(rows),
+                                                                                 len(conditions))
 
 
 def load_faces(manifest_path: str | Path, split: str, image_size: int) -> torch.Tensor:
