@@ -18,7 +18,7 @@ from PIL import Image
 from pipeline.crop_faces import main as crop_main
 from pipeline.manifest import main as manifest_main
 from pipeline.scrape import main as scrape_main
-from pipeline.web.local_source import SIDECAR_MAX_BYTES
+from pipeline.web.sidecars import SIDECAR_MAX_BYTES
 
 KINDS = ["folder", "zip", "tar_sidecars_first", "tar_images_first", "tar_name_order"]
 

@@ -4,9 +4,9 @@ Members are only read, never extracted, and the collection names them by content
 cannot write outside data/raw; names that would be unsafe to extract (absolute, with `..`) are
 refused all the same, since an archive holding them was not made for this.
 
-An image's tags come from where dataset tools put them: sidecar files beside it (`x.txt`,
-`x.json` for `x.png`) and, as in an ImageFolder tree, the name of the folder it lies in. A sidecar
-is refused where an image would be, and read with a bound.
+An image's tags come from where dataset tools put them (pipeline/web/sidecars.py): sidecar files
+beside it (`x.txt`, `x.json` for `x.png`) and, as in an ImageFolder tree, the name of the folder it
+lies in. A sidecar is refused where an image would be, and read with a bound.
 
 Hostile files never stop the run: a member whose data cannot be decompressed is reported with its
 reason, and an archive damaged midway keeps what was read before the damage; a bad sidecar costs
@@ -15,9 +15,7 @@ its image only those tags.
 
 from __future__ import annotations
 
-import json
 import lzma
-import re
 import tarfile
 import zipfile
 import zlib
@@ -26,12 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pipeline.core.params import PipelineError
+from pipeline.web.sidecars import (
+    SIDECAR_MAX_BYTES,
+    Sidecar,
+    folder_tags,
+    image_stem,
+    read_sidecar,
+    shared_root,
+    sidecar_stem,
+    top_folder,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
-SIDECAR_SUFFIXES = (".txt", ".json")
-# A tag file of a million bytes is already some ten thousand tags: more is not a tag file, and
-# every sidecar of a tar is read before its images (see _tar_sidecars)
-SIDECAR_MAX_BYTES = 1 << 20
 # What reading a damaged member raises: zipfile and tarfile pass on their decompressors' own
 # errors (zlib, lzma, bz2), unsupported methods, truncation (EOFError) and bad CRCs or headers.
 READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, RuntimeError, OSError, EOFError,
@@ -48,14 +52,6 @@ class Member:
     bad_sidecars: tuple[str, ...] = ()  # "<sidecar>: <why its tags are not used>"
 
 
-@dataclass(frozen=True)
-class Sidecar:
-    """The tags of one sidecar file, or why they are not used."""
-    name: str
-    tags: tuple[str, ...] = ()
-    problem: str | None = None
-
-
 def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
@@ -64,94 +60,6 @@ def unsafe_name(name: str) -> bool:
     """Absolute, drive-lettered or climbing out with `..`, in either slash style."""
     path = PurePosixPath(name.replace("\\", "/"))
     return path.is_absolute() or ".." in path.parts or ":" in (path.parts[0] if path.parts else "")
-
-
-def _path(name: str) -> PurePosixPath:
-    """A member name as a path, in either slash style (`./a//b` is `a/b`)."""
-    return PurePosixPath(name.replace("\\", "/"))
-
-
-def image_stem(name: str) -> str:
-    """What pairs an image with its sidecars: its path without the suffix."""
-    return _path(name).with_suffix("").as_posix()
-
-
-def sidecar_stem(name: str) -> str | None:
-    """The image stem a sidecar's name pairs it with, or None if the name is no sidecar's."""
-    path = _path(name)
-    return path.with_suffix("").as_posix() if path.suffix.lower() in SIDECAR_SUFFIXES else None
-
-
-def _tag(text: str) -> str:
-    """One tag with its inner whitespace as underscores: the manifest separates tags by spaces."""
-    return "_".join(text.split())
-
-
-def split_tags(text: str) -> tuple[str, ...]:
-    """Tags of a caption: comma-separated (`blonde hair, blue eyes`, as tagger tools write them),
-    else whitespace-separated (`blonde_hair blue_eyes`, as boorus write them)."""
-    parts = re.split(r"[,\r\n]", text) if "," in text else text.split()
-    return tuple(tag for part in parts if (tag := _tag(part)))
-
-
-def parse_sidecar(name: str, data: bytes) -> tuple[str, ...]:
-    """The tags a `.txt` or `.json` sidecar holds; ValueError with the reason when it holds none
-    readable. A tag that could not be written as UTF-8 (a lone surrogate escaped in JSON) is
-    refused too: the manifest could not hold it."""
-    try:
-        text = data.decode("utf-8-sig")  # Windows tools start UTF-8 text with a byte-order mark
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    if _path(name).suffix.lower() == ".txt":
-        return split_tags(text)
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise ValueError(f"not JSON ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(value, dict) or "tags" not in value:
-        raise ValueError("not a JSON object with a tags field")
-    tags = value["tags"]
-    if isinstance(tags, str):
-        found = split_tags(tags)
-    elif isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
-        found = tuple(tag for text in tags if (tag := _tag(text)))
-    else:
-        raise ValueError(f"tags is {type(tags).__name__}, not a list of strings or a string")
-    try:
-        "".join(found).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("a tag that is not UTF-8 text (a lone surrogate)") from None
-    return found
-
-
-def read_sidecar(name: str, data: bytes) -> Sidecar:
-    """`data` was read up to one byte past the limit, so a larger file shows as larger."""
-    if len(data) > SIDECAR_MAX_BYTES:
-        return Sidecar(name, problem=f"over the {SIDECAR_MAX_BYTES}-byte limit of a sidecar")
-    try:
-        return Sidecar(name, parse_sidecar(name, data))
-    except ValueError as exc:
-        return Sidecar(name, problem=str(exc))
-
-
-def _top(name: str) -> str:
-    """The first folder of a name; "" for a name at the top."""
-    parts = _path(name).parts
-    return parts[0] if len(parts) > 1 else ""
-
-
-def _shared_root(tops: set[str]) -> str | None:
-    """The one folder all of an archive's images lie in (`tar czf faces.tar.gz faces/` makes
-    one), which is then its root: the archive of a folder tags its images as the folder does."""
-    return next(iter(tops)) if len(tops) == 1 and "" not in tops else None
-
-
-def folder_tags(name: str, root: str | None = None) -> tuple[str, ...]:
-    """The folder an image lies in, as in an ImageFolder tree (`cats/0001.png` is a `cats`);
-    none for an image at the root of the source."""
-    parts = _path(name).parts[1 if root is not None else 0:]
-    tag = _tag(parts[-2]) if len(parts) > 1 else ""
-    return (tag,) if tag else ()
 
 
 def labelled(name: str, data: bytes, sidecars: Iterable[Sidecar], root: str | None = None) -> Member:
@@ -258,7 +166,7 @@ def _zip_members(archive: Path, max_bytes: int) -> Iterator[Member]:
         for info in infos:
             if (stem := sidecar_stem(info.filename)) is not None:
                 sidecars.setdefault(stem, []).append(info)
-        root = _shared_root({_top(i.filename) for i in images if not unsafe_name(i.filename)})
+        root = shared_root({top_folder(i.filename) for i in images if not unsafe_name(i.filename)})
         for info in images:
             if refused := _refused(info.filename, info.file_size, max_bytes):
                 yield refused
@@ -308,12 +216,12 @@ def _tar_sidecars(archive: Path) -> tuple[dict[str, list[Sidecar]], str | None]:
                     continue
                 if is_image_name(member.name):
                     if len(tops) < 2 and not unsafe_name(member.name):
-                        tops.add(_top(member.name))
+                        tops.add(top_folder(member.name))
                 elif (stem := sidecar_stem(member.name)) is not None:
                     sidecars.setdefault(stem, []).append(_tar_sidecar(tarred, member))
         except READ_ERRORS:
             pass
-    return sidecars, _shared_root(tops)
+    return sidecars, shared_root(tops)
 
 
 def _tar_sidecar(tarred: tarfile.TarFile, member: tarfile.TarInfo) -> Sidecar:

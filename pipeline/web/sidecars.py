@@ -1,0 +1,112 @@
+"""Tags for images of a local source, from where dataset tools put them: sidecar files beside an
+image (`x.txt` with comma- or space-separated tags, `x.json` with a `tags` field, for `x.png`) and,
+as in an ImageFolder tree, the name of the folder it lies in. A sidecar is parsed from bytes read
+with a bound; one that holds no readable tags says why, and costs its image only those tags."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+SIDECAR_SUFFIXES = (".txt", ".json")
+# A tag file of a million bytes is already some ten thousand tags: more is not a tag file, and
+# every sidecar of a tar is read before its images (local_source._tar_sidecars)
+SIDECAR_MAX_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """The tags of one sidecar file, or why they are not used."""
+    name: str
+    tags: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+def member_path(name: str) -> PurePosixPath:
+    """A member name as a path, in either slash style (`./a//b` is `a/b`)."""
+    return PurePosixPath(name.replace("\\", "/"))
+
+
+def image_stem(name: str) -> str:
+    """What pairs an image with its sidecars: its path without the suffix."""
+    return member_path(name).with_suffix("").as_posix()
+
+
+def sidecar_stem(name: str) -> str | None:
+    """The image stem a sidecar's name pairs it with, or None if the name is no sidecar's."""
+    path = member_path(name)
+    return path.with_suffix("").as_posix() if path.suffix.lower() in SIDECAR_SUFFIXES else None
+
+
+def as_tag(text: str) -> str:
+    """One tag with its inner whitespace as underscores: the manifest separates tags by spaces."""
+    return "_".join(text.split())
+
+
+def split_tags(text: str) -> tuple[str, ...]:
+    """Tags of a caption: comma-separated (`blonde hair, blue eyes`, as tagger tools write them),
+    else whitespace-separated (`blonde_hair blue_eyes`, as boorus write them)."""
+    parts = re.split(r"[,\r\n]", text) if "," in text else text.split()
+    return tuple(tag for part in parts if (tag := as_tag(part)))
+
+
+def parse_sidecar(name: str, data: bytes) -> tuple[str, ...]:
+    """The tags a `.txt` or `.json` sidecar holds; ValueError with the reason when it holds none
+    readable. A tag that could not be written as UTF-8 (a lone surrogate escaped in JSON) is
+    refused too: the manifest could not hold it."""
+    try:
+        text = data.decode("utf-8-sig")  # Windows tools start UTF-8 text with a byte-order mark
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if member_path(name).suffix.lower() == ".txt":
+        return split_tags(text)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(value, dict) or "tags" not in value:
+        raise ValueError("not a JSON object with a tags field")
+    tags = value["tags"]
+    if isinstance(tags, str):
+        found = split_tags(tags)
+    elif isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
+        found = tuple(tag for text in tags if (tag := as_tag(text)))
+    else:
+        raise ValueError(f"tags is {type(tags).__name__}, not a list of strings or a string")
+    try:
+        "".join(found).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a tag that is not UTF-8 text (a lone surrogate)") from None
+    return found
+
+
+def read_sidecar(name: str, data: bytes) -> Sidecar:
+    """`data` was read up to one byte past the limit, so a larger file shows as larger."""
+    if len(data) > SIDECAR_MAX_BYTES:
+        return Sidecar(name, problem=f"over the {SIDECAR_MAX_BYTES}-byte limit of a sidecar")
+    try:
+        return Sidecar(name, parse_sidecar(name, data))
+    except ValueError as exc:
+        return Sidecar(name, problem=str(exc))
+
+
+def top_folder(name: str) -> str:
+    """The first folder of a name; "" for a name at the top."""
+    parts = member_path(name).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def shared_root(tops: set[str]) -> str | None:
+    """The one folder all of an archive's images lie in (`tar czf faces.tar.gz faces/` makes
+    one), which is then its root: the archive of a folder tags its images as the folder does."""
+    return next(iter(tops)) if len(tops) == 1 and "" not in tops else None
+
+
+def folder_tags(name: str, root: str | None = None) -> tuple[str, ...]:
+    """The folder an image lies in, as in an ImageFolder tree (`cats/0001.png` is a `cats`);
+    none for an image at the root of the source."""
+    parts = member_path(name).parts[1 if root is not None else 0:]
+    tag = as_tag(parts[-2]) if len(parts) > 1 else ""
+    return (tag,) if tag else ()
