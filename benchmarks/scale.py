@@ -42,7 +42,13 @@ import torch
 from PIL import Image
 
 from pipeline.core.cli import run_stage
-from pipeline.core.devices import available_cores, cpu_description, resolve_device
+from pipeline.core.devices import (
+    available_cores,
+    busy_cpu_seconds,
+    cpu_description,
+    resolve_device,
+    synchronize,
+)
 from pipeline.core.params import CropParams, PipelineError, TrainParams, read_section
 from pipeline.data.curation import build_manifest
 from pipeline.data.faces import free_device_memory, load_faces, place_faces
@@ -244,21 +250,6 @@ def peak_rss() -> dict[str, int]:
     manifest's hashing pool. Linux reports kilobytes."""
     return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "workers_peak_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds every process on the machine has spent busy since boot (Linux /proc/stat)."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_seconds() -> float:

@@ -37,7 +37,13 @@ from torchvision import datasets, transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from pipeline.core.cli import run_stage
-from pipeline.core.devices import available_cores, cpu_description, resolve_device
+from pipeline.core.devices import (
+    available_cores,
+    busy_cpu_seconds,
+    cpu_description,
+    resolve_device,
+    synchronize,
+)
 from pipeline.core.params import PipelineError, TrainParams, read_section
 from pipeline.data.faces import Faces, free_device_memory, place_faces
 from pipeline.models.networks import Discriminator, Generator, NetConfig
@@ -117,11 +123,6 @@ def decode_faces(paths: Sequence[str], image_size: int) -> torch.Tensor:
         with Image.open(path) as image:
             faces[i] = np.asarray(shape(image.convert("RGB")))
     return torch.from_numpy(faces).permute(0, 3, 1, 2).contiguous()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(step: Callable[[], int], seconds: float, wait: Callable[[], None]) -> Timing:
@@ -394,16 +395,6 @@ class ContestantProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds every process on the machine has spent busy since boot (Linux /proc/stat)."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_seconds() -> float | None:

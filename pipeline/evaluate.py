@@ -25,7 +25,7 @@ from pipeline.core.params import read_section
 from pipeline.data.faces import load_faces
 from pipeline.evaluation import snapshots
 from pipeline.evaluation.conditional import score_conditions
-from pipeline.evaluation.memorisation import memorisation, neighbour_sheet, verdict
+from pipeline.evaluation.memorisation import memorisation, neighbour_sheet, train_face_hashes, verdict
 from pipeline.evaluation.scoring import Evaluator
 from pipeline.models.networks import save_generator
 
@@ -63,9 +63,10 @@ def evaluate(params_path: Path, paths: Paths) -> dict:
     best, metric = snapshots.best_of(scored)
     samples = evaluator.sample(best.generator, params.samples)
     scores = evaluator.score_images(samples)
-    copying, neighbours = memorisation(samples, val[:params.samples], train, distance, device)
+    hashes = train_face_hashes(train)  # for both the copy check and the one per tag value
+    copying, neighbours = memorisation(samples, val[:params.samples], train, distance, device, hashes)
     by_value, by_condition = score_conditions(best.generator, paths.manifest, train, val, evaluator,
-                                              distance)
+                                              hashes, distance)
     scores |= copying | {
         "best_epoch": best.snapshot.epoch, "samples": len(samples), "reference_images": len(train),
         "val_faces": len(val), "snapshots_scored": len(scored), "snapshots_damaged": len(damaged)}

@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = ROOT / "benchmarks" / "train_throughput.py"
 
 
-def load_benchmark() -> ModuleType:
-    """The benchmark is a script, not a package module: load it from its path."""
-    spec = importlib.util.spec_from_file_location("train_throughput", BENCHMARK)
+def load_benchmark(path: Path = BENCHMARK) -> ModuleType:
+    """A benchmark is a script, not a package module: load it from its path."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there

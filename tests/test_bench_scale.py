@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 from PIL import Image
+from test_bench import load_benchmark as load_script
 
 from pipeline.core.params import CropParams, read_section
 from pipeline.data.formats import BOXES_FILE
@@ -24,13 +24,7 @@ DROPS = ("too_small", "tag_filtered", "duplicates_dropped", "near_duplicates_dro
 
 
 def load_benchmark() -> ModuleType:
-    """The benchmark is a script, not a package module: load it from its path."""
-    spec = importlib.util.spec_from_file_location("scale", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARK)
 
 
 def test_drawn_faces_are_what_the_crop_stage_writes(tmp_path: Path,

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 from PIL import Image
+from test_hostile_files import running
 
 from pipeline.crop_faces import main
 from pipeline.vision.cropping import centre_square, cut, grow_box
@@ -183,15 +184,6 @@ def test_a_worker_starting_after_the_stage_died_ends_too(tmp_path):
         assert worker.wait(timeout=30) == 1
     finally:
         worker.kill()
-
-
-def running(pid: str) -> bool:
-    """Whether a process is there and not a zombie (an orphan's exit that nobody has reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_grow_box_keeps_the_centre_and_adds_margin_on_every_side():

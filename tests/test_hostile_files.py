@@ -297,7 +297,7 @@ def test_an_image_bomb_is_not_decoded(tmp_path, crop_params):
     assert peak < 1_000_000_000
 
 
-def running(pid: int) -> bool:
+def running(pid: int | str) -> bool:
     """Whether a process is there and not a zombie (an orphan's exit that nobody has reaped)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:

@@ -71,6 +71,10 @@ class Elements(HTMLParser):
     def images(self) -> dict[str, str]:
         return {attrs["id"] or "": attrs["src"] or "" for tag, attrs in self.tags if tag == "img"}
 
+    def find(self, tag: str, **wanted: str) -> list[dict[str, str | None]]:
+        return [attrs for name, attrs in self.tags
+                if name == tag and all(attrs.get(key) == value for key, value in wanted.items())]
+
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -17,7 +17,6 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import pytest
 import torch
 from PIL import Image
 from test_conditions import as_trained
+from test_report import Elements
 
 from pipeline.core.cli import run_stage
 from pipeline.generate import main as generate_main
@@ -212,22 +212,6 @@ def test_conditions_list_groups_with_any_first(conditional: str, unconditional: 
     assert conditions["generator"] == "EMA generator after epoch 1, 48 px faces"
     assert (conditions["image_size"], conditions["epoch"], conditions["max_faces"]) == (48, 1, 64)
     assert json.loads(get(f"{unconditional}conditions.json")[2])["groups"] == {}
-
-
-class Elements(HTMLParser):
-    """Every start tag with its attributes, in order."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-    def find(self, tag: str, **wanted: str) -> list[dict[str, str | None]]:
-        return [attrs for name, attrs in self.tags
-                if name == tag and all(attrs.get(key) == value for key, value in wanted.items())]
 
 
 def page(base: str) -> str:

@@ -23,7 +23,7 @@ from torch import nn
 from pipeline.core.params import EvaluateParams
 from pipeline.data.faces import condition_labels
 from pipeline.data.formats import split_rows
-from pipeline.evaluation.memorisation import face_hashes, near_copy_share
+from pipeline.evaluation.memorisation import near_copy_share
 from pipeline.evaluation.scoring import Evaluator
 from pipeline.models.conditions import group_value_labels
 from pipeline.models.losses import acgan_class_loss
@@ -107,13 +107,13 @@ def conditional_samples(generator: nn.Module, group: int, value: int, count: int
 
 
 def score_conditions(generator: nn.Module, manifest: Path, train: torch.Tensor, val: torch.Tensor,
-                     evaluator: Evaluator, distance: int) -> tuple[dict, dict]:
+                     evaluator: Evaluator, train_hashes: list[int], distance: int) -> tuple[dict, dict]:
     """measure_conditions for a conditional generator, on the labels the manifest's rows give
-    under the generator's own tag groups; nothing for an unconditional one."""
+    under the generator's own tag groups (near copies against `train_hashes`, train_face_hashes);
+    nothing for an unconditional one."""
     conditions = dict(generator.config.conditions)
     if not conditions:
         return {}, {}
-    train_hashes = face_hashes(train) + face_hashes(train.flip(3))  # training flips faces
     return measure_conditions(
         generator, (train, condition_labels(split_rows(manifest, "train"), conditions)),
         (val, condition_labels(split_rows(manifest, "val"), conditions)), evaluator.params,

@@ -34,11 +34,18 @@ def near_copy_share(faces: torch.Tensor, train_hashes: list[int], distance: int)
     return sum(within_distance(face_hashes(faces), train_hashes, distance)) / len(faces)
 
 
+def train_face_hashes(train: torch.Tensor) -> list[int]:
+    """pHashes of the train faces as they are and mirrored: training flips faces."""
+    return face_hashes(train) + face_hashes(train.flip(3))
+
+
 def memorisation(samples: torch.Tensor, val: torch.Tensor, train: torch.Tensor, distance: int,
-                 device: torch.device) -> tuple[dict[str, float | bool], torch.Tensor]:
+                 device: torch.device, train_hashes: list[int] | None = None,
+                 ) -> tuple[dict[str, float | bool], torch.Tensor]:
     """Both measures for samples and val faces, whether they flag copying, and the samples'
-    nearest train faces (for the sheet)."""
-    train_hashes = face_hashes(train) + face_hashes(train.flip(3))  # training flips faces
+    nearest train faces (for the sheet); `train_hashes` (train_face_hashes) when already made."""
+    if train_hashes is None:
+        train_hashes = train_face_hashes(train)
     sample_distances, neighbours = nearest_faces(samples, train, NEIGHBOURS, device)
     val_distances, _ = nearest_faces(val, train, 1, device)
     scores: dict[str, float | bool] = {

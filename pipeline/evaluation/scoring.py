@@ -80,8 +80,7 @@ class Evaluator:
         if not isinstance(features, str):
             self.reference_features = extract_features(features, reference, params.batch_size, device)
             self.reference_statistics = gaussian_statistics(self.reference_features)
-        self.face_rate_real = None if detector is None else face_rate(val, detector,
-                                                                       params.face_rate_size)
+        self.face_rate_real = self.face_rate_of(val)
 
     @classmethod
     def prepare(cls, reference: torch.Tensor, val: torch.Tensor, params: EvaluateParams,
@@ -108,9 +107,7 @@ class Evaluator:
                                                             self.params.face_rate_size)
 
     def score_images(self, faces: torch.Tensor) -> Scores:
-        rates: Scores = {"face_rate": None, "face_rate_real": self.face_rate_real}
-        if self.detector is not None:
-            rates["face_rate"] = face_rate(faces, self.detector, self.params.face_rate_size)
+        rates: Scores = {"face_rate": self.face_rate_of(faces), "face_rate_real": self.face_rate_real}
         return self.distances(faces) | rates
 
     def distances(self, faces: torch.Tensor) -> Scores:

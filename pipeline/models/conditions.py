@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import torch
 
 from pipeline.core.params import PipelineError
-from pipeline.data.labels import ANY
 from pipeline.models.networks import NetConfig, any_labels
 
 # Share of the labels hidden (set to "any") on each training step, independently per group: a
@@ -41,11 +40,6 @@ def labels_for_tags(config: NetConfig, tags: Sequence[str]) -> torch.Tensor:
         chosen[group] = tag
         labels[g] = values.index(tag)
     return labels
-
-
-def value_names(config: NetConfig) -> list[tuple[str, list[str]]]:
-    """Each group with its value names, "any" last: the label order."""
-    return [(group, [*tags, ANY]) for group, tags in config.conditions]
 
 
 def group_value_labels(config: NetConfig, group: int, value: int, count: int) -> torch.Tensor:

@@ -59,12 +59,15 @@ NN_NOTE = ("each generated face beside its nearest training faces (pixel distanc
            "identical to its neighbour was memorised; blurry or grey samples all sit near the same "
            "average-looking faces, which is not memorisation")
 
-STYLE = """
+# the look this page shares with pipeline.serve's
+BASE_STYLE = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2125;
        background: #f4f5f7; margin: 0; }
 header { background: #24292f; color: #fff; padding: 1.2rem 2rem; }
 header h1 { margin: 0 0 .3rem; font-size: 1.6rem; }
 header p { margin: 0; color: #c9d1d9; }
+"""
+STYLE = BASE_STYLE + """\
 nav { background: #fff; border-bottom: 1px solid #d0d7de; padding: .5rem 2rem; position: sticky; top: 0; }
 nav a { margin-right: 1.2rem; color: #0969da; text-decoration: none; }
 main { max-width: 1200px; margin: 0 auto; padding: 1rem 2rem 3rem; }

@@ -12,19 +12,15 @@ from html import escape
 from urllib.parse import urlencode
 
 from pipeline.data.labels import ANY
+from pipeline.rendering.report import BASE_STYLE
 from pipeline.serving.faces import DEFAULT_SEED, DEFAULT_TEMPERATURE, MAX_FACES, MAX_SEED, FaceServer
 
 FACE_COUNTS = tuple(k * k for k in range(2, math.isqrt(MAX_FACES) + 1))  # square grids, 4 to MAX_FACES
 DEFAULT_FACES = 16
 TEMPERATURE_RANGE = (0.1, 2.0, 0.05)  # slider min, max, step
 
-STYLE = """
+STYLE = BASE_STYLE + """
 * { box-sizing: border-box; }
-body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2125;
-       background: #f4f5f7; margin: 0; }
-header { background: #24292f; color: #fff; padding: 1.1rem 2rem; }
-header h1 { margin: 0 0 .2rem; font-size: 1.5rem; }
-header p { margin: 0; color: #c9d1d9; }
 main { display: grid; grid-template-columns: 19rem 1fr; gap: 1.5rem; align-items: start;
        max-width: 1200px; margin: 0 auto; padding: 1.5rem 2rem 3rem; }
 @media (max-width: 760px) { main { grid-template-columns: 1fr; padding: 1rem; } }
