@@ -93,6 +93,28 @@ def test_resumed_run_ends_with_the_same_weights(tiny_manifest, tmp_path):
     assert summary["loss_d"] > 0
 
 
+def test_a_run_killed_while_logging_continues(tiny_manifest, tmp_path):
+    """A kill can tear DVCLive's files mid-write: a row cut short, a header, the JSON summary. The
+    continued run drops the torn parts, logs on, and ends as a run that was never killed."""
+    import json
+
+    train(tiny(), tiny_manifest, tmp_path / "straight")
+    train(tiny(epochs=2), tiny_manifest, tmp_path / "torn")
+    curves = tmp_path / "torn/dvclive/plots/metrics/train"
+    with (curves / "loss_d.tsv").open("a") as tsv:
+        tsv.write("2")  # the next epoch's row, cut before its value
+    (curves / "augment_p.tsv").write_text("times")  # cut inside the header
+    summary = tmp_path / "torn/dvclive/metrics.json"
+    summary.write_text(summary.read_text()[:25])
+    train(tiny(epochs=4), tiny_manifest, tmp_path / "torn")
+    g1, d1, _ = weights(tmp_path / "straight" / "checkpoint.pt")
+    g2, d2, epoch = weights(tmp_path / "torn" / "checkpoint.pt")
+    assert epoch == 4 and same_weights(g1, g2) and same_weights(d1, d2)
+    steps = [line.split("\t")[0] for line in (curves / "loss_d.tsv").read_text().splitlines()[1:]]
+    assert steps == ["0", "1", "2", "3"]
+    assert json.loads(summary.read_text())["step"] == 3
+
+
 def test_changed_network_param_starts_fresh(tiny_manifest, tmp_path, caplog):
     train(tiny(epochs=2), tiny_manifest, tmp_path)
     with caplog.at_level("INFO", logger="pipeline.train"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -161,14 +162,28 @@ def prune_snapshots(folder: Path, epochs_kept: int) -> None:
 
 
 def truncate_live_logs(live_dir: Path, epochs_kept: int) -> None:
-    """Drop what a killed run logged after its last checkpoint, so the curves have no doubles."""
+    """Drop what a killed run logged after its last checkpoint, so the curves have no doubles, and
+    what the kill tore: a TSV row cut short, a summary that is no longer JSON (DVCLive, resuming,
+    would fail on it; it writes the summary again at the next epoch)."""
     for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
         with tsv.open(newline="") as handle:
             rows = list(csv.reader(handle, delimiter="\t"))
-        step = rows[0].index("step")
-        kept = [rows[0]] + [row for row in rows[1:] if int(row[step]) < epochs_kept]
+        if not rows or "step" not in rows[0]:
+            tsv.unlink()  # torn in its header: DVCLive starts the file again
+            continue
+        header, step = rows[0], rows[0].index("step")
+        kept = [header] + [row for row in rows[1:]
+                           if len(row) == len(header) and row[step].isdigit()
+                           and int(row[step]) < epochs_kept]
         with atomic_path(tsv) as tmp, tmp.open("w", newline="") as handle:
             csv.writer(handle, delimiter="\t").writerows(kept)
+    summary = live_dir / "metrics.json"
+    try:
+        json.loads(summary.read_text())
+    except FileNotFoundError:
+        pass
+    except ValueError:  # torn by the kill, or not UTF-8
+        summary.unlink()
     for grid in (live_dir / "plots" / "images" / "samples").glob("*.png"):
         if int(grid.stem) > epochs_kept:
             grid.unlink()
