@@ -29,6 +29,7 @@ MAX_FACE_SHARE = 0.45  # of the image height
 COLUMN = 1.6  # widths of its face a character's hair, arms and twintails take up
 HEAD_HEIGHT = 1.35  # face sizes from the top of a character's hair down to her shoulders
 MAX_TILT_DEG = 10.0  # the cascade was trained on upright faces
+LABELLED_FACE_LARGEST = 1.6  # labelled faces: MIN_FACE up to this many times it, as most posts
 # lbpcascade_animeface frames a drawn head this much larger than the head's unit and this far
 # (in units) below its middle; the reported box is that frame, which is what the crop stage cuts.
 DETECTOR_FRAME_SCALE = 1.2
@@ -149,6 +150,47 @@ def draw_artwork(seed: int, post_id: int, width: int = 640, height: int = 480) -
     return Artwork(image, tuple(sorted(tags)), tuple(c.box for c in characters))
 
 
+def draw_labelled_faces(seed: int, count: int, size: int,
+                        margin: float) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """`count` face crops (count, size, size, 3) uint8 RGB, one demo character each, and each
+    face's colour tags, e.g. ("blonde_hair", "blue_eyes"); same arguments, same pixels.
+
+    A judge of hair and eye colour needs many faces whose colours are known exactly: these are
+    drawn by the posts' own code (characters, scenes, supersampling) and framed as the crop stage
+    frames a detected face (its box grown by `margin` on each side, resized to `size`), so they
+    look like the crops the pipeline trains on. Each face is drawn on a small canvas around its
+    crop box only, not in a whole post, which keeps thousands of faces to seconds.
+    """
+    faces = np.empty((count, size, size, 3), np.uint8)
+    tags: list[tuple[str, ...]] = []
+    for i in range(count):
+        faces[i], character = _labelled_face(random.Random(f"{seed}:face:{i}"), size, margin)
+        tags.append(_colour_tags(character))
+    return faces, tags
+
+
+def _labelled_face(rng: random.Random, size: int, margin: float) -> tuple[np.ndarray, _Character]:
+    """One random character on a scene background, cut out as the crop stage cuts a face."""
+    import cv2  # only here: the demo booru itself draws with Pillow alone
+
+    side = int(rng.uniform(MIN_FACE, LABELLED_FACE_LARGEST * MIN_FACE))
+    # The crop stage's grow_box: margin * side more on every side, the same round() half-way rule.
+    grow = round(margin * side)
+    crop = side + 2 * grow
+    # One spare pixel around the crop box, so the downscale smooths its edge pixels from real
+    # neighbours, as in a whole post, and the crop needs no padding.
+    spare = 1
+    canvas_side = crop + 2 * spare
+    character = _random_character(rng, (spare + grow, spare + grow, side, side))
+    canvas, _ = _draw_scene(rng, canvas_side, canvas_side, [character])
+    _draw_character(_pen_for(ImageDraw.Draw(canvas), character), character)
+    image = np.asarray(canvas.resize((canvas_side, canvas_side), Image.Resampling.BILINEAR))
+    face = image[spare:spare + crop, spare:spare + crop]
+    # The crop stage's resize: area averaging down, bicubic up.
+    interpolation = cv2.INTER_AREA if crop >= size else cv2.INTER_CUBIC
+    return cv2.resize(face, (size, size), interpolation=interpolation), character
+
+
 # --- characters: who stands where -------------------------------------------------------------
 
 
@@ -211,7 +253,7 @@ def _character_tags(characters: Sequence[_Character]) -> set[str]:
         return {"no_humans", "scenery"}
     tags = set(COUNT_TAGS[count])
     for c in characters:
-        tags |= {f"{c.hair}_hair", f"{c.eyes}_eyes", *HAIRSTYLES[c.hairstyle], *MOUTHS[c.mouth]}
+        tags |= {*_colour_tags(c), *HAIRSTYLES[c.hairstyle], *MOUTHS[c.mouth]}
         if c.blush:
             tags.add("blush")
         if c.bow is not None:
@@ -219,6 +261,11 @@ def _character_tags(characters: Sequence[_Character]) -> set[str]:
         if c.sailor_uniform:
             tags |= {"school_uniform", "serafuku"}
     return tags
+
+
+def _colour_tags(c: _Character) -> tuple[str, str]:
+    """The hair and eye colour tags of one character, as its posts are tagged."""
+    return f"{c.hair}_hair", f"{c.eyes}_eyes"
 
 
 # --- drawing a character ----------------------------------------------------------------------
