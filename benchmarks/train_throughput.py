@@ -283,7 +283,8 @@ class OursContestant:
             "fused Adam" if run.opt_d.defaults.get("fused") else "Adam (not fused)",
             ("torch.compile" + (" + CUDA graphs" if device.type == "cuda" else "")) if compiled
             else "not compiled",
-            f"loss {params.loss}, EMA {params.ema_decay}, label smoothing {params.label_smoothing}"])
+            f"loss {params.loss}, EMA half-life {params.ema_kimg} kimg, "
+            f"label smoothing {params.label_smoothing}"])
         self.flags = {"bf16": bf16, "channels_last": channels_last, "compiled": compiled,
                       "faces_resident": self.faces.resident}
 

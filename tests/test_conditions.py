@@ -11,10 +11,23 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pipeline.core.params import EvaluateParams, ParamError, PipelineError, TrainParams, parse_section
+from pipeline.core.params import (
+    CropParams,
+    EvaluateParams,
+    ParamError,
+    PipelineError,
+    TrainParams,
+    parse_section,
+)
 from pipeline.data.labels import face_labels, label_counts
-from pipeline.evaluation.conditional import measure_conditions
-from pipeline.models.conditions import hide_labels, labels_for_tags
+from pipeline.evaluation.conditional import (
+    JudgeSets,
+    demo_judge_sets,
+    measure_conditions,
+    predict,
+    train_classifier,
+)
+from pipeline.models.conditions import hide_labels, labels_for_tags, training_like_labels
 from pipeline.models.losses import acgan_class_loss
 from pipeline.models.networks import (
     ConditionalBatchNorm2d,
@@ -25,6 +38,8 @@ from pipeline.models.networks import (
     save_generator,
 )
 from pipeline.training.loop import train
+from pipeline.training.run import new_run
+from pipeline.training.step import build_step
 
 CONDITIONS = {"hair": ("black_hair", "blonde_hair", "blue_hair"), "eyes": ("blue_eyes", "red_eyes")}
 CONFIG = NetConfig(ngf=8, ndf=8, conditions=tuple(CONDITIONS.items()))
@@ -164,10 +179,22 @@ def test_conditional_accuracy_tells_a_generator_that_obeys_from_one_that_ignores
     val_hair = [i % 3 for i in range(12)]
     val = (solid_faces(val_hair), torch.tensor([[h, 2] for h in val_hair]))
     params = EvaluateParams(condition_samples=30, classifier_steps=60, batch_size=30)
-    metrics, details = measure_conditions(ColourGenerator(obeys), (solid_faces(hair), labels), val,
-                                          params, torch.device("cpu"), lambda faces: 0.5,
-                                          lambda faces: 0.0)
+    train = (solid_faces(hair), labels)
+    spreads = []
+
+    def spread_against(samples: torch.Tensor, own: torch.Tensor) -> dict:
+        spreads.append((len(samples), len(own)))
+        return {"variety": 0.25 * len(spreads)}
+
+    metrics, details = measure_conditions(ColourGenerator(obeys), JudgeSets("solid faces", train, val),
+                                          train, params, torch.device("cpu"), lambda faces: 0.5,
+                                          lambda faces: 0.0, spread_against)
     assert metrics["cond_hair_ceiling"] == 1.0  # solid colours: the classifier tells them apart
+    low, high = details["hair"]["ceiling_95"]  # on 12 val faces: a wide interval
+    assert details["hair"]["ceiling_faces"] == 12 and low < 0.8 and high == 1.0
+    assert details["judge"] == "solid faces"
+    # each hair value's samples against its own 20 train faces; the lowest variety is eval.json's
+    assert spreads[:3] == [(30, 20)] * 3 and metrics["cond_hair_min_variety"] == 0.25
     if obeys:
         assert metrics["cond_hair_accuracy"] >= 0.95 and metrics["cond_hair_of_ceiling"] >= 0.95
     else:  # every face comes out black-haired: right only when black was asked
@@ -177,6 +204,23 @@ def test_conditional_accuracy_tells_a_generator_that_obeys_from_one_that_ignores
     assert metrics["cond_eyes_ceiling"] is None and metrics["cond_eyes_of_ceiling"] is None
     assert details["hair"]["labelled_train_faces"] == 60
     assert details["hair"]["values"]["blonde_hair"]["face_rate"] == 0.5
+
+
+def test_the_demo_judge_learns_from_drawn_faces_whose_colours_are_known() -> None:
+    conditions = {"hair": ("black_hair", "blonde_hair", "blue_hair", "pink_hair"),
+                  "eyes": ("blue_eyes", "red_eyes", "green_eyes", "yellow_eyes")}
+    judge = demo_judge_sets(conditions, 48, CropParams(), seed=5)
+    faces, labels = judge.train
+    assert faces.shape[1:] == (3, 48, 48) and faces.dtype == torch.uint8
+    # every drawn face is one character: labelled in every group whose tags name its colour
+    assert bool((labels[:, 1] < 4).all()) and 0.5 < float((labels[:, 0] < 4).float().mean()) < 0.85
+    config = NetConfig(ngf=8, ndf=8, conditions=tuple(conditions.items()))
+    classifier = train_classifier(config, faces, labels, 150, 0, torch.device("cpu"))
+    test_faces, test_labels = judge.test
+    predicted = predict(classifier, test_faces, config.group_sizes, torch.device("cpu"))
+    for group in (0, 1):
+        known = test_labels[:, group] < 4
+        assert float((predicted[known, group] == test_labels[known, group]).float().mean()) > 0.9
 
 
 @pytest.fixture
@@ -223,3 +267,24 @@ def test_unconditional_generator_file_is_unchanged_by_conditioning(tmp_path):
     payload = torch.load(tmp_path / "g.pt", weights_only=True)
     assert not any(key.startswith("embeddings") for key in payload["state_dict"])
     assert json.loads(json.dumps(payload["config"]["conditions"])) == []
+
+
+def test_batch_norm_is_recalibrated_on_the_labels_training_saw():
+    config = NetConfig(ngf=8, ndf=8, conditions=tuple(CONDITIONS.items()))
+    train_labels = torch.tensor([[0, 1]] * 90 + [[2, 2]] * 10)  # mostly black hair, red eyes
+    drawn = training_like_labels(config, train_labels, 4000, torch.Generator().manual_seed(0))
+    hidden = drawn == torch.tensor(config.group_sizes)
+    assert 0.25 < float(hidden[:, 0].float().mean()) < 0.35  # hidden as the training step hides
+    shown = drawn[~hidden.any(1)]
+    assert float((shown[:, 0] == 0).float().mean()) > 0.85  # as common as in the train labels
+    assert not bool((shown[:, 0] == 1).any())  # blonde: no train face, never asked
+    uniform = training_like_labels(config, None, 4000, torch.Generator().manual_seed(0))
+    assert float((uniform[:, 0] == 1).float().mean()) > 0.15
+
+
+@pytest.mark.parametrize("conditions", [{}, CONDITIONS])
+def test_colour_augmentation_never_reaches_the_class_terms(conditions):
+    params = TrainParams(conditions=conditions, ngf=8, ndf=8, device="cpu", augment="fixed")
+    run = new_run(params, torch.device("cpu"))
+    policy = build_step(run, params, torch.device("cpu")).policy
+    assert policy == (("translation", "cutout") if conditions else ("color", "translation", "cutout"))

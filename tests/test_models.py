@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from pipeline.core.params import PipelineError
-from pipeline.models.networks import Discriminator, Generator, NetConfig, load_generator, save_generator
+from pipeline.models.networks import (
+    Discriminator,
+    Generator,
+    MinibatchStddev,
+    NetConfig,
+    load_generator,
+    save_generator,
+)
 
 
 @pytest.mark.parametrize("size", [48, 64])
@@ -46,3 +53,24 @@ def test_load_generator_errors(tmp_path):
     torch.save({"hello": 1}, tmp_path / "foreign.pt")
     with pytest.raises(PipelineError, match="not a generator written by this project"):
         load_generator(tmp_path / "foreign.pt")
+
+
+def test_minibatch_stddev_tells_a_batch_of_one_face_from_a_varied_one():
+    layer = MinibatchStddev(4)
+    varied = torch.randn(8, 5, 3, 3)
+    same = varied[:1].expand(8, -1, -1, -1).contiguous()
+    assert layer(varied).shape == (8, 6, 3, 3)
+    assert torch.equal(layer(varied)[:, :5], varied)
+    assert float(layer(varied)[:, 5].min()) > 0.5
+    assert float(layer(same)[:, 5].max()) < 1e-3
+    assert layer(torch.randn(6, 5, 3, 3)).shape == (6, 6, 3, 3)  # 6 faces: groups of 2
+
+
+@pytest.mark.parametrize("conditioning", ["acgan", "projection"])
+def test_discriminator_with_minibatch_stddev(conditioning):
+    config = NetConfig(ngf=8, ndf=8, mbstd_group=4, conditioning=conditioning,
+                       conditions=(("hair", ("a", "b")),))
+    discriminator = Discriminator(config)
+    assert any(isinstance(m, MinibatchStddev) for m in discriminator.modules())
+    outputs = discriminator(torch.randn(8, 3, 48, 48), torch.zeros(8, 1, dtype=torch.long))
+    assert outputs.shape == ((8, 3) if conditioning == "acgan" else (8,))

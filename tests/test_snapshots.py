@@ -45,17 +45,19 @@ def scored(epoch: int, **scores) -> Scored:
     return Scored(Snapshot(epoch, Path(f"epoch-{epoch:05d}.pt")), None, {}, scores)
 
 
-def test_best_by_reliable_fid_else_kid_else_face_rate_ties_to_the_later():
-    offline = [scored(1, face_rate=0.5), scored(2, face_rate=0.8), scored(3, face_rate=0.8)]
+def test_best_by_reliable_fid_else_kid_else_coverage_ties_to_the_later():
+    # offline: coverage ranks, never the face rate (epoch 1 draws one face the cascade always finds)
+    offline = [scored(1, coverage=0.01, face_rate=1.0), scored(2, coverage=0.6, face_rate=0.8),
+               scored(3, coverage=0.6, face_rate=0.7)]
     best, metric = best_of(offline)
-    assert (best.snapshot.epoch, metric) == (3, "face_rate")
+    assert (best.snapshot.epoch, metric) == (3, "coverage")
     small = [scored(e, fid=f, fid_reliable=False, kid_mean=k, face_rate=0.9)
              for e, f, k in ((1, 50.0, 0.04), (2, 40.0, 0.05), (3, 60.0, 0.03))]
     assert (best_of(small)[0].snapshot.epoch, best_of(small)[1]) == (3, "kid")  # FID unreliable
     large = [scored(e, fid=f, fid_reliable=True, kid_mean=0.01, face_rate=0.1)
              for e, f in ((1, 50.0), (2, 40.0), (3, 60.0))]
     assert (best_of(large)[0].snapshot.epoch, best_of(large)[1]) == (2, "fid")
-    assert selection_metric({"fid": None, "kid_mean": None, "face_rate": None}) == ("face_rate", -0.0)
+    assert selection_metric({"fid": None, "kid_mean": None, "coverage": None}) == ("coverage", -0.0)
 
 
 def pooled_features(images: torch.Tensor) -> torch.Tensor:
@@ -123,14 +125,18 @@ def test_evaluate_scores_each_snapshot_and_keeps_the_best(trained):
     scores = evaluate(params, paths)
     assert scores["snapshots_scored"] == 3 and scores["snapshots_damaged"] == 0
     assert scores["reference_images"] == 16 and scores["val_faces"] == 4 and scores["samples"] == 8
-    assert all(not isinstance(value, str) for value in scores.values())  # words go to the details
+    # numbers and flags, and the name of the score that ranked the snapshots; other words go to the details
+    assert [name for name, value in scores.items() if isinstance(value, str)] == ["selected_by"]
+    assert scores["selected_by"] == "coverage" and scores["raw_coverage"] is not None
     details = json.loads((paths.output / "eval_details.json").read_text())
-    assert details["selected_by"] == "face_rate" and details["fid_status"].startswith("unavailable")
+    assert details["selected_by"] == "coverage" and details["fid_status"].startswith("unavailable")
+    assert [row["epoch"] for row in details["snapshots"]] == [1, 2, 3]
     rows = (paths.output / "snapshots.csv").read_text().splitlines()
-    assert rows[0] == "epoch,face_rate,fid,kid_mean"
+    assert rows[0] == ("epoch,coverage,precision,recall,variety,near_identical,high_frequency,"
+                       "face_rate,fid,kid_mean")
     assert [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3"]
     _, payload = load_generator(paths.best)
-    assert payload["epoch"] == scores["best_epoch"] and payload["selected_by"] == "face_rate"
+    assert payload["epoch"] == scores["best_epoch"] and payload["selected_by"] == "coverage"
 
 
 def test_damaged_snapshot_is_left_out_and_counted(trained):
@@ -151,7 +157,7 @@ def test_interrupted_evaluate_keeps_the_previous_best(trained, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline.evaluate.write_json", interrupted)
+    monkeypatch.setattr("pipeline.evaluation.scorecard.write_json", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate(params, paths)
     assert paths.best.read_bytes() == before

@@ -1,4 +1,5 @@
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -6,9 +7,9 @@ import pytest
 import torch
 
 from pipeline.core.params import TrainParams
-from pipeline.models.ema import ema_update
+from pipeline.models.ema import ema_beta, ema_update
 from pipeline.models.losses import d_loss_nonsaturating, g_loss_nonsaturating
-from pipeline.models.networks import load_generator
+from pipeline.models.networks import RAW_STATE, load_generator
 from pipeline.training.loop import train
 from pipeline.training.step import resolve_bf16
 
@@ -35,6 +36,33 @@ def test_ema_update():
         ema.weight.fill_(0.0)
     ema_update(ema, model, decay=0.9)
     assert torch.allclose(ema.weight, torch.full((2, 2), 0.1))
+
+
+def test_ema_is_defined_by_a_half_life_in_images():
+    # after half_life images, whatever the batch, a weight's pull has halved
+    for batch in (16, 64):
+        assert ema_beta(batch, 10**6, 10.0, None) ** (10_000 / batch) == pytest.approx(0.5)
+    # in the ramp-up the half-life is at most 5% of the images seen: 50 images after 1,000
+    assert ema_beta(64, 1000, 10.0, 0.05) == pytest.approx(0.5 ** (64 / 50))
+    assert ema_beta(64, 10**6, 10.0, 0.05) == ema_beta(64, 10**6, 10.0, None)
+    assert ema_beta(64, 1000, 0.0, 0.05) == 0.0  # off: the average follows G
+
+
+def test_snapshots_carry_the_raw_generator_beside_the_ema_one(tiny_manifest, tmp_path):
+    train(tiny(epochs=2, snapshot_every=2), tiny_manifest, tmp_path)
+    _, payload = load_generator(tmp_path / "snapshots" / "epoch-00002.pt")
+    raw = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["generator"]
+    assert payload[RAW_STATE].keys() == raw.keys()
+    assert all(torch.equal(payload[RAW_STATE][key], raw[key]) for key in raw)
+
+
+def test_a_tag_group_without_labelled_faces_is_dropped_and_said(tiny_manifest, tmp_path, caplog):
+    # the faces are tagged with hair colours only: the default eyes group has no labelled face
+    with caplog.at_level(logging.WARNING):
+        train(tiny(epochs=1), tiny_manifest, tmp_path)
+    generator, _ = load_generator(tmp_path / "snapshots" / "epoch-00001.pt")
+    assert [group for group, _ in generator.config.conditions] == ["hair"]
+    assert "train.conditions.eyes: no train face is labelled" in caplog.text
 
 
 @pytest.mark.parametrize("size", [48, 64])

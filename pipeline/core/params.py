@@ -156,21 +156,24 @@ class TrainParams:
     ngf: int = 32
     ndf: int = 32
     epochs: int = 120
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 2e-4
     beta1: float = 0.5
     label_smoothing: float = 0.9
     n_critic: int = 1
     gp_weight: float = 10.0
     spectral_norm: bool = False
-    ema_decay: float = 0.999
+    ema_kimg: float = 10.0
+    ema_rampup: float | None = 0.05
+    mbstd_group: int = 4
+    acgan_weight: float = 1.0
     sgan_classes: tuple[str, ...] = ()
     labelled_fraction: float = 0.1
     conditions: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CONDITIONS))
     conditioning: str = "acgan"
     flip: bool = True
-    augment: str = "adaptive"
-    augment_policy: tuple[str, ...] = AUGMENT_POLICIES
+    augment: str = "fixed"
+    augment_policy: tuple[str, ...] = ("translation", "cutout")
     augment_p: float = 1.0
     ada_target: float = 0.6
     ada_kimg: int = 100
@@ -216,8 +219,14 @@ class TrainParams:
         _require(0.0 <= self.beta1 < 1.0, "train.beta1", f"must be in [0, 1), got {self.beta1}")
         _require(0.5 < self.label_smoothing <= 1.0, "train.label_smoothing",
                  f"is the target for real images, in (0.5, 1], got {self.label_smoothing}")
-        _require(0.0 <= self.ema_decay < 1.0, "train.ema_decay",
-                 f"must be in [0, 1) (0 turns EMA off), got {self.ema_decay}")
+        _require(0.0 <= self.ema_kimg <= 1e6, "train.ema_kimg",
+                 f"is the EMA's half-life in thousands of images, 0 (off) or more, got {self.ema_kimg}")
+        _require(self.ema_rampup is None or 0.0 < self.ema_rampup <= 1.0, "train.ema_rampup",
+                 f"must be null (off) or in (0, 1], got {self.ema_rampup}")
+        _require(0 <= self.mbstd_group <= 64, "train.mbstd_group",
+                 f"must be 0 (off) or a group size up to 64, got {self.mbstd_group}")
+        _require(0.0 <= self.acgan_weight <= 100.0, "train.acgan_weight",
+                 f"must be in [0, 100], got {self.acgan_weight}")
         _require(self.device in DEVICES, "train.device",
                  f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
         _require(self.precision in PRECISIONS, "train.precision",

@@ -39,6 +39,13 @@ def condition_labels(rows: list[dict[str, str]], conditions: Conditions) -> torc
                                                                                  len(conditions))
 
 
+def resize_face(face: np.ndarray, image_size: int) -> np.ndarray:
+    """(S, S, 3) uint8 RGB at the training size, as every face the networks see is resized."""
+    if face.shape[:2] == (image_size, image_size):
+        return face
+    return np.array(Image.fromarray(face).resize((image_size, image_size), Image.Resampling.LANCZOS))
+
+
 def load_faces(manifest_path: str | Path, split: str, image_size: int) -> torch.Tensor:
     """Decode the faces of one split to a (N, 3, S, S) uint8 tensor; paths are manifest-relative."""
     manifest_path = Path(manifest_path)
@@ -50,10 +57,7 @@ def load_faces(manifest_path: str | Path, split: str, image_size: int) -> torch.
         face_path = manifest_path.parent / row["path"]
         try:
             with Image.open(face_path) as image:
-                image = image.convert("RGB")
-                if image.size != (image_size, image_size):
-                    image = image.resize((image_size, image_size), Image.Resampling.LANCZOS)
-                faces[i] = np.asarray(image)
+                faces[i] = resize_face(np.asarray(image.convert("RGB")), image_size)
         except OSError as exc:
             raise PipelineError(f"{face_path}: unreadable face listed in the manifest ({exc})") from None
     return torch.from_numpy(faces).permute(0, 3, 1, 2).contiguous()

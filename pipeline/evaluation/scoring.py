@@ -1,5 +1,7 @@
-"""Scores of a generator against real faces: FID and KID on Inception features, and the face rate
-(the share of samples in which lbpcascade_animeface finds a face)."""
+"""Scores of a generator against real faces: FID and KID on Inception features; precision, recall,
+density and coverage in a random network's embedding (and Inception's); the variety, near-identical
+share and high-frequency energy of the samples (variety.py); and the face rate (the share of samples
+in which lbpcascade_animeface finds a face)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from torch import nn
 from pipeline.core.params import CropParams, EvaluateParams, PipelineError
 from pipeline.evaluation.inception import INCEPTION_DIMENSIONS, FeatureNet, extract_features, load_features
 from pipeline.evaluation.metrics import frechet_distance, gaussian_statistics, kernel_inception_distance
+from pipeline.evaluation.variety import RandomEmbedding, Reference, embed, prdc, variety_scores
 from pipeline.models.sampling import generate
 from pipeline.vision.cascade import FaceDetector
 
@@ -22,6 +25,8 @@ log = logging.getLogger("pipeline.evaluate")
 
 KID_SUBSETS = 100  # torch-fidelity's defaults
 KID_SUBSET_SIZE = 1000
+VARIETY_FACES = 256  # samples (and train faces) the variety and near-identical share are taken on
+PRDC_FACES = 5000  # at most this many train faces and samples in precision/recall/density/coverage
 
 Scores = dict[str, float | bool | str | None]
 
@@ -47,12 +52,13 @@ def face_rate(faces: torch.Tensor, detector: FaceDetector, size: int) -> float:
 
 def selection_metric(scores: Scores) -> tuple[str, float]:
     """(name, value to minimise) that ranks snapshots: FID where it is reliable, else KID, else the
-    face rate (the only score an offline machine without Inception weights has)."""
+    coverage in the random embedding (every offline machine has it). Never the face rate: one face
+    repeated, or faces under speckle, are faces to the cascade; coverage falls for both."""
     if scores.get("fid") is not None and scores.get("fid_reliable"):
         return "fid", float(scores["fid"])
     if scores.get("kid_mean") is not None:
         return "kid", float(scores["kid_mean"])
-    return "face_rate", -float(scores["face_rate"] or 0.0)
+    return "coverage", -float(scores.get("coverage") or 0.0)
 
 
 class Evaluator:
@@ -81,6 +87,11 @@ class Evaluator:
             self.reference_features = extract_features(features, reference, params.batch_size, device)
             self.reference_statistics = gaussian_statistics(self.reference_features)
         self.face_rate_real = self.face_rate_of(val)
+        picked = torch.randperm(len(reference), generator=torch.Generator().manual_seed(params.seed))
+        self.variety_reference = Reference.of(reference[picked[:VARIETY_FACES]])
+        self.embedding = RandomEmbedding().to(device)
+        self.reference_embedded = embed(self.embedding, reference[picked[:PRDC_FACES]],
+                                        params.batch_size, device)
 
     @classmethod
     def prepare(cls, reference: torch.Tensor, val: torch.Tensor, params: EvaluateParams,
@@ -108,14 +119,34 @@ class Evaluator:
 
     def score_images(self, faces: torch.Tensor) -> Scores:
         rates: Scores = {"face_rate": self.face_rate_of(faces), "face_rate_real": self.face_rate_real}
-        return self.distances(faces) | rates
+        return self.distances(faces) | self.spread(faces) | rates
+
+    def spread(self, faces: torch.Tensor, reference: Reference | None = None,
+               embedded: torch.Tensor | None = None) -> Scores:
+        """Variety, near-identical share and high-frequency energy of the first VARIETY_FACES faces,
+        and precision, recall, density and coverage in the random embedding, against the train
+        faces (or the given `reference` thumbnails and `embedded` train faces: one tag value's)."""
+        reference = reference or self.variety_reference
+        embedded = self.reference_embedded if embedded is None else embedded
+        samples = embed(self.embedding, faces[:PRDC_FACES], self.params.batch_size, self.device)
+        return variety_scores(faces[:VARIETY_FACES], reference, self.params.seed) | prdc(embedded, samples)
+
+    def spread_of_value(self, faces: torch.Tensor, value_faces: torch.Tensor) -> Scores:
+        """spread() against one tag value's train faces."""
+        return self.spread(faces, Reference.of(value_faces[:VARIETY_FACES]),
+                           embed(self.embedding, value_faces[:PRDC_FACES], self.params.batch_size,
+                                 self.device))
 
     def distances(self, faces: torch.Tensor) -> Scores:
         if isinstance(self.features, str):
             return {"fid": None, "fid_reliable": False, "kid_mean": None, "kid_std": None,
-                    "fid_status": f"unavailable: {self.features}"}
+                    "fid_status": f"unavailable: {self.features}", "inception_precision": None,
+                    "inception_recall": None, "inception_density": None, "inception_coverage": None}
         assert self.reference_features is not None and self.reference_statistics is not None
         fake = extract_features(self.features, faces, self.params.batch_size, self.device)
+        inception = {f"inception_{name}": value for name, value in prdc(
+            torch.from_numpy(self.reference_features[:PRDC_FACES]),
+            torch.from_numpy(fake[:PRDC_FACES])).items()}
         kid_mean, kid_std = kernel_inception_distance(self.reference_features, fake, KID_SUBSETS,
                                                       KID_SUBSET_SIZE, self.params.seed)
         fid = frechet_distance(*self.reference_statistics, *gaussian_statistics(fake))
@@ -127,4 +158,4 @@ class Evaluator:
             f"unreliable: {self.reference_images} train faces and {len(faces)} samples, fewer than the "
             f"{INCEPTION_DIMENSIONS} feature dimensions; compare KID")
         return {"fid": fid, "fid_reliable": reliable, "kid_mean": kid_mean, "kid_std": kid_std,
-                "fid_status": status}
+                "fid_status": status} | inception

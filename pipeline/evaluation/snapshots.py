@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from pipeline.core.params import PipelineError
 from pipeline.evaluation.scoring import Evaluator, Scores, selection_metric
-from pipeline.models.networks import Generator, load_generator, snapshot_epoch
+from pipeline.models.networks import RAW_STATE, Generator, load_generator, snapshot_epoch
 
 log = logging.getLogger("pipeline.evaluate")
 
@@ -90,9 +90,26 @@ def best_of(scored: list[Scored]) -> tuple[Scored, str]:
     return best, metric
 
 
+def raw_generator(item: Scored, device: torch.device) -> Generator | None:
+    """The raw (not averaged) generator a snapshot carries beside its EMA one, in eval mode; None
+    for snapshots without it."""
+    state = item.payload.get(RAW_STATE)
+    if not isinstance(state, dict):
+        return None
+    raw = Generator(item.generator.config)
+    try:
+        raw.load_state_dict(state)
+    except RuntimeError:
+        log.warning("snapshot %s: its raw generator does not match its config; left out",
+                    item.snapshot.path.name)
+        return None
+    return raw.to(device).eval()
+
+
 def curve_rows(scored: list[Scored]) -> list[dict[str, Any]]:
     """One row per scored snapshot for the DVC plot (empty cells where a score is unavailable)."""
-    columns = ("face_rate", "fid", "kid_mean")
+    columns = ("coverage", "precision", "recall", "variety", "near_identical", "high_frequency",
+               "face_rate", "fid", "kid_mean")
     return [{"epoch": item.snapshot.epoch,
              **{name: "" if item.scores.get(name) is None else item.scores[name] for name in columns}}
             for item in scored]

@@ -58,6 +58,18 @@ def random_labels(config: NetConfig, count: int, noise: torch.Generator,
                                                                  device=device)
 
 
+def training_like_labels(config: NetConfig, labels: torch.Tensor | None, count: int,
+                         noise: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    """`count` rows drawn from the train faces' `labels`, each hidden with LABEL_DROPOUT as the
+    training step hides them: the labels G saw; uniform (random_labels) without train labels."""
+    if labels is None or not len(labels):
+        return random_labels(config, count, noise, device)
+    rows = labels.to(device)[torch.randint(0, len(labels), (count,), generator=noise, device=device)]
+    hidden = torch.rand(rows.shape, generator=noise, device=device) < LABEL_DROPOUT
+    sizes = torch.tensor(config.group_sizes, dtype=torch.long, device=device)
+    return torch.where(hidden, sizes.expand_as(rows), rows)
+
+
 def hide_labels(labels: torch.Tensor, sizes: torch.Tensor, share: float) -> torch.Tensor:
     """Each label set to its group's "any" with probability `share` (no host sync)."""
     hidden = torch.rand(labels.shape, device=labels.device) < share

@@ -15,6 +15,7 @@ its logit) or classifies the labels with extra outputs beside its logit (AC-GAN,
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from pipeline.core.params import IMAGE_SIZES, PipelineError
 
 GENERATOR_FORMAT = "anime-face-dcgan/generator/1"
 SNAPSHOT_NAME = "epoch-{epoch:05d}.pt"  # train's EMA generator of that epoch, in models/snapshots/
+RAW_STATE = "raw_state_dict"  # a snapshot's raw (not averaged) generator weights, beside the EMA ones
 
 
 ARCHS = ("dcgan", "mlp")
@@ -49,7 +51,8 @@ class NetConfig:
     num_classes: int = 0  # > 0: D has num_classes + 1 outputs (the semi-supervised GAN)
     # tag groups G and D are conditioned on: ((group, (tag, ...)), ...); () is unconditional
     conditions: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    conditioning: str = "projection"  # projection | acgan
+    conditioning: str = "acgan"  # acgan | projection
+    mbstd_group: int = 0  # > 0: the DCGAN D's minibatch standard deviation over groups of this size
 
     @property
     def group_sizes(self) -> tuple[int, ...]:
@@ -76,6 +79,24 @@ class NetConfig:
         if self.acgan:
             return 1 + sum(self.group_sizes)  # the logit, then each group's class logits
         return self.num_classes + 1 if self.num_classes else 1
+
+
+class MinibatchStddev(nn.Module):
+    """One extra feature map: how much the faces of a small group differ (Karras et al. 2018). A
+    collapsed G's fakes hardly differ from each other while real faces do, so D can tell them apart,
+    and G is pushed to vary its faces."""
+
+    def __init__(self, group: int) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        group = math.gcd(n, self.group)  # a batch that does not divide evenly: smaller groups
+        per_group = x.float().reshape(group, -1, c, h, w)
+        deviation = (per_group.var(0, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))  # (n // group,)
+        feature = deviation.to(x.dtype).view(1, -1, 1, 1, 1).expand(group, -1, 1, h, w)
+        return torch.cat([x, feature.reshape(n, 1, h, w)], 1)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -146,7 +167,8 @@ def _dcgan_discriminator(c: NetConfig) -> nn.Sequential:
         *_down(d, d * 2, c.d_norm),
         *_down(d * 2, d * 4, c.d_norm),
         *_down(d * 4, d * 8, c.d_norm),
-        nn.Conv2d(d * 8, c.d_outputs, c.base, 1, 0, bias=False),
+        *([MinibatchStddev(c.mbstd_group)] if c.mbstd_group else []),
+        nn.Conv2d(d * 8 + (1 if c.mbstd_group else 0), c.d_outputs, c.base, 1, 0, bias=False),
         nn.Flatten(),
     )
 
@@ -219,7 +241,8 @@ class Discriminator(nn.Module):
         self.config = config
         self.net = _dcgan_discriminator(config) if config.arch == "dcgan" else _mlp_discriminator(config)
         self.head = -2 if config.arch == "dcgan" else -1  # the last layer (and Flatten) of self.net
-        features = (config.ndf * 8 * config.base**2 if config.arch == "dcgan" else 256)
+        channels = config.ndf * 8 + (1 if config.mbstd_group else 0)
+        features = channels * config.base**2 if config.arch == "dcgan" else 256
         projected = config.group_sizes if config.conditions and not config.acgan else ()
         self.projections = nn.ModuleList(nn.Embedding(size + 1, features) for size in projected)
         self.apply(_init_weights)

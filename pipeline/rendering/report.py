@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -41,19 +41,54 @@ HEADLINE_NUMBERS = (  # (label, data stats file, key path): the few numbers a ne
 TAG_COUNTS = "tag_counts.json"  # under the data folder: tag -> faces, shown as bars
 SHOWN_TAGS = 25
 EVAL_NOTES = {  # metrics/eval.json keys a newcomer may not know; others are shown without a note
-    "selected_by": "the score that chose models/best.pt among the snapshots",
+    "selected_by": "the score that chose models/best.pt among the snapshots: fid where reliable, else kid, "
+                   "else coverage",
     "memorisation": "what the two copying measures below say together",
     "fid_status": "whether FID can be trusted: it needs more reference faces than its 2048 features",
     "fid": "Fréchet Inception distance to the train faces; lower is better",
+    "fid_reliable": "true when there are enough faces for FID (see fid_status); else compare KID",
     "kid_mean": "kernel Inception distance to the train faces (unbiased at any size); lower is better",
     "kid_std": "spread of the KID over subsets",
-    "face_rate": "share of generated faces in which the cascade finds a face",
+    "coverage": "share of train faces with a generated face nearby in a random network's embedding; one "
+                "repeated face or speckle scores near 0; higher is better; ranks the snapshots offline",
+    "precision": "share of generated faces that fall among train faces in that embedding (fidelity); "
+                 "higher is better",
+    "recall": "share of train faces that fall among generated faces in that embedding (diversity); "
+              "higher is better",
+    "density": "how many train-face neighbourhoods a generated face falls in, per neighbour; about 1 is "
+               "as dense as the data, far below 1 is off the data",
+    "variety": "mean distance of blurred 12x12 thumbnails of samples over that of train faces; about 1 is as "
+               "varied as the data, near 0 is one face repeated; higher (up to about 1) is better",
+    "near_identical": "share of samples nearly identical to another sample (closer than almost any two "
+                      "train faces); lower is better",
+    "high_frequency": "high-frequency energy of samples over that of train faces; about 1 is as sharp as "
+                      "the data, above 1 is speckle or checkerboards",
+    "inception_precision": "precision in Inception's features (null without its weights); higher is better",
+    "inception_recall": "recall in Inception's features (null without its weights); higher is better",
+    "inception_density": "density in Inception's features (null without its weights); about 1 is best",
+    "inception_coverage": "coverage in Inception's features (null without its weights); higher is better",
+    "face_rate": "share of generated faces in which the cascade finds a face; higher is better, but one "
+                 "repeated face or speckled faces still pass",
     "face_rate_real": "the same share for real val faces: the best face_rate can hope for",
     "near_copies_samples": "share of generated faces whose perceptual hash is a near copy of a train face",
     "near_copies_val": "the same for real val faces, which were never trained on",
+    "copies_train_faces": "true when samples are near copies clearly more often than val faces: memorised",
     "nn_distance_samples": "mean pixel distance of generated faces to their nearest train face",
     "nn_distance_val": "the same for real val faces; blurry samples sit close too, so read it with the above",
     "best_epoch": "the epoch of the snapshot kept as models/best.pt",
+    "samples": "generated faces the scores above rest on",
+    "reference_images": "train faces the samples are compared with",
+    "val_faces": "real val faces (never trained on) the real face rate and copy check rest on",
+    "snapshots_scored": "snapshots compared to choose models/best.pt",
+    "snapshots_damaged": "snapshots that could not be read and were skipped",
+}
+CONDITION_NOTES = {  # eval.json's cond_<group>_<suffix>, one set per tag group
+    "accuracy": "share of faces asked for a value of this group that the judge sees it in (mean over "
+                "values); higher is better",
+    "ceiling": "the judge's accuracy on held-out faces: the best the accuracy can hope for",
+    "of_ceiling": "accuracy over ceiling; about 100% is as good as the judge can tell",
+    "min_variety": "the lowest variety of this group's values against their own train faces; near 0 is "
+                   "a value that collapsed to one face",
 }
 NN_NOTE = ("each generated face beside its nearest training faces (pixel distance): a sharp face "
            "identical to its neighbour was memorised; blurry or grey samples all sit near the same "
@@ -82,7 +117,8 @@ table { border-collapse: collapse; margin: .4rem 0; }
 th, td { text-align: left; padding: .25rem .8rem .25rem 0; vertical-align: top;
          border-bottom: 1px solid #eaeef2; }
 th { font-weight: 600; white-space: nowrap; }
-td.number { font-variant-numeric: tabular-nums; }
+td.number { font-variant-numeric: tabular-nums; white-space: nowrap; }
+th.heading { white-space: normal; }
 td table { margin: 0; }
 ul.values { margin: 0; padding: 0; list-style: none; }
 .missing { color: #9a6700; background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px;
@@ -93,6 +129,7 @@ ul.values { margin: 0; padding: 0; list-style: none; }
 .card b { display: block; font-size: 1.5rem; }
 .bar { background: #54aeff; height: .8rem; display: inline-block; vertical-align: middle; }
 .columns { display: flex; flex-wrap: wrap; gap: 2rem; }
+tr.best th, tr.best td { font-weight: 700; background: #dafbe1; }
 """
 
 
@@ -259,10 +296,144 @@ def training_section(pictures: Path, path: Path, summary: Any | None, generator:
     return section("training", "Training", body)
 
 
+SHARES = frozenset({"accuracy", "ceiling", "of_ceiling", "coverage", "precision", "recall",
+                    "near_identical", "face_rate", "near_copies"})  # shown as percents
+RATIOS = frozenset({"variety", "high_frequency", "density"})  # to the train faces': plain numbers
+GENERATOR_ROWS = (  # (eval.json key, when it is good): what a person sees in a sample grid, as numbers
+    ("coverage", "higher"), ("precision", "higher"), ("recall", "higher"), ("density", "about 1"),
+    ("variety", "about 1; near 0 is one face repeated"), ("near_identical", "lower"),
+    ("high_frequency", "about 1; above is speckle"), ("face_rate", "near face_rate_real"),
+)
+GENERATOR_NOTE = ("EMA generator: the one scored below and kept as models/best.pt; raw generator: the "
+                  "same snapshot's weights before averaging. Each with its 95% interval where the evaluate "
+                  "stage gives one (shares: Wilson; variety on few faces: bootstrap). Every row is explained "
+                  "in the table of every score below.")
+SNAPSHOT_COLUMNS = ("coverage", "precision", "recall", "variety", "near_identical", "high_frequency",
+                    "face_rate", "fid", "kid_mean")
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def measure(value: Any, key: str) -> str:
+    """A share as a percent, a ratio to the train faces' as a plain number (0.83), anything else (counts,
+    distances, null) as value_html shows it."""
+    if is_number(value) and key in SHARES:
+        return f"{value:.1%}"
+    if is_number(value) and key in RATIOS:
+        return f"{value:.2f}"
+    return value_html(value, "not measured")
+
+
+def bounds(interval: Any) -> tuple[float, float] | None:
+    """(low, high) of a 95% interval as the evaluate stage writes it ([low, high]), or None."""
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(map(is_number, interval)):
+        return float(interval[0]), float(interval[1])
+    return None
+
+
+def interval_text(interval: Any, key: str) -> str:
+    """"95.1-98.2%" for a share, "0.71-0.95" for a ratio; empty when there is no interval."""
+    found = bounds(interval)
+    if found is None:
+        return ""
+    low, high = found
+    if key in RATIOS:
+        return f"{low:.2f}-{high:.2f}"
+    return f"{low * 100:.1f}-{high:.1%}" if key in SHARES else f"{low:.4g}-{high:.4g}"
+
+
+def measure_with_interval(value: Any, key: str, interval: Any) -> str:
+    """The measure with its 95% interval in brackets when there is one: "97.0% (95.1-98.2%)"."""
+    shown = measure(value, key)
+    spread = interval_text(interval, key) if is_number(value) else ""
+    return f"{shown} ({spread})" if spread else shown
+
+
+def headings(titles: Iterable[str]) -> str:
+    """A header row whose titles may wrap, so a wide table of numbers fits the page."""
+    return "<tr>" + "".join(f'<th class="heading">{escape(title)}</th>' for title in titles) + "</tr>"
+
+
+def generator_table(scores: Mapping[str, Any], intervals: Any | None) -> str:
+    """The EMA generator beside the raw one, each with its interval: averaging that hides a collapse or
+    speckle of the raw weights (or causes one) shows as a gap between the columns."""
+    ema = dig(intervals, ("ema",))
+    raw = dig(intervals, ("raw",))
+    header = headings(("", "EMA generator", "95% interval", "raw generator", "95% interval", "good when"))
+    rows = "".join(
+        f"<tr><th>{escape(key)}</th>"
+        f'<td class="number">{measure(scores.get(key), key)}</td>'
+        f'<td class="number">{interval_text(dig(ema, (f"{key}_95",)), key)}</td>'
+        f'<td class="number">{measure(scores.get(f"raw_{key}"), key)}</td>'
+        f'<td class="number">{interval_text(dig(raw, (f"{key}_95",)), key)}</td>'
+        f'<td class="source">{escape(good)}</td></tr>'
+        for key, good in GENERATOR_ROWS)
+    note = GENERATOR_NOTE
+    if all(scores.get(f"raw_{key}") is None for key, _ in GENERATOR_ROWS):
+        note += " The raw column is not measured: the snapshot kept no raw weights, or eval.json predates it."
+    return f'<table>{header}{rows}</table><p class="source">{escape(note)}</p>'
+
+
+def snapshots_table(sources: ReportSources, scores: Mapping[str, Any], details: Any | None) -> str:
+    """The scores of every snapshot over training, the one kept as models/best.pt marked: how the
+    choice was made, and whether a later epoch collapsed or speckled."""
+    rows = dig(details, ("snapshots",))
+    if details is None:
+        return missing(f"snapshot scores not available ({sources.details} not found)")
+    if not isinstance(rows, list) or not rows:
+        return missing("snapshot scores not available (eval_details.json predates them; rerun evaluate)")
+    best = scores.get("best_epoch")
+    selected = scores.get("selected_by") or dig(details, ("selected_by",))
+    header = headings(("epoch", *SNAPSHOT_COLUMNS, "kept"))
+    cells = []
+    for row in rows:
+        if not isinstance(row, Mapping):
+            continue
+        kept = is_number(best) and row.get("epoch") == best
+        marked = ' class="best"' if kept else ""
+        cells.append(
+            f'<tr{marked}><th>{value_html(row.get("epoch"), "not measured")}</th>'
+            + "".join(f'<td class="number">{measure(row.get(key), key)}</td>' for key in SNAPSHOT_COLUMNS)
+            + f"<td>{'best.pt' if kept else ''}</td></tr>")
+    note = (f"models/best.pt is the snapshot with the best {selected} (lowest fid or kid, highest "
+            f"coverage), marked best.pt")
+    if selected is None:
+        note = "models/best.pt is the snapshot marked best.pt"
+    return f'<table>{header}{"".join(cells)}</table><p class="source">{escape(note)}</p>'
+
+
+def eval_notes(keys: Iterable[str], groups: Iterable[str]) -> dict[str, str]:
+    """EVAL_NOTES, and notes for the raw_<name> keys and each tag group's cond_<group>_<suffix> keys."""
+    notes = dict(EVAL_NOTES)
+    for key in keys:
+        name = key.removeprefix("raw_")
+        if key.startswith("raw_") and name in EVAL_NOTES:
+            notes[key] = f"the same as {name}, for the raw (non-EMA) weights of the same snapshot; null " \
+                         "when it has none"
+    for group in groups:
+        notes |= {f"cond_{group}_{suffix}": note for suffix, note in CONDITION_NOTES.items()}
+    return notes
+
+
+def tag_groups(details: Mapping[str, Any]) -> list[str]:
+    """The tag groups eval_details.json measured (its "conditions" also holds the judge's description)."""
+    measured = details.get("conditions")
+    if not isinstance(measured, Mapping):
+        return []
+    return [group for group, values in measured.items() if isinstance(values, Mapping)]
+
+
 def evaluation_section(sources: ReportSources, scores: Any | None, details: Any | None) -> str:
     if isinstance(scores, Mapping):
-        words = {key: value for key, value in (details or {}).items() if isinstance(value, str)}
-        body = table(words | dict(scores), EVAL_NOTES, none="not available") + source_note(sources.scores)
+        known = details if isinstance(details, Mapping) else {}
+        words = {key: value for key, value in known.items() if isinstance(value, str)}
+        rows = words | dict(scores)
+        every = table(rows, eval_notes(rows, tag_groups(known)), none="not available")
+        body = ("<h3>What the generator draws</h3>" + generator_table(scores, known.get("intervals"))
+                + "<h3>Snapshots</h3>" + snapshots_table(sources, scores, details)
+                + "<h3>Every score</h3>" + every + source_note(sources.scores))
     else:
         body = missing(f"not evaluated: {sources.scores} not found (the evaluate stage writes it)")
     body += "<h3>Nearest neighbours</h3>"
@@ -277,36 +448,45 @@ CONDITIONS_NOTE = ("one row per value of each tag group (train.conditions), the 
                    "\"any\"; the same noise down each column, so a column is one face asked for "
                    "each value in turn")
 VALUE_COLUMNS = (("accuracy", "drawn as asked"), ("face_rate", "face rate"),
-                 ("near_copies", "near copies of train faces"), ("spread", "spread"),
-                 ("spread_train", "spread of its train faces"), ("train_faces", "labelled train faces"))
-SPREAD_NOTE = ("spread: how much the faces asked for a value differ from one another (per-pixel "
-               "standard deviation, averaged); far below that of the value's train faces, the "
-               "generator draws one face for every noise")
+                 ("near_copies", "near copies of train faces"), ("variety", "variety"),
+                 ("near_identical", "near identical"), ("high_frequency", "high frequency"),
+                 ("coverage", "coverage"), ("train_faces", "labelled train faces"))
+VARIETY_NOTE = ("variety: how much the faces asked for a value differ from one another (blurred "
+                "thumbnails), over how much the value's own train faces differ; about 1 is as varied as "
+                "its faces, near 0 is one face for every noise. near identical: share of those faces nearly "
+                "identical to another. high frequency: their high-frequency energy over that of the value's "
+                "train faces; above 1 is speckle or checkerboards. coverage: share of the value's train "
+                "faces with a generated face nearby. Intervals in brackets are 95%.")
 
 
-def percent(value: Any, key: str = "") -> str:
-    if not isinstance(value, float):
-        return value_html(value, "not measured")
-    return f"{value:.3f}" if key.startswith("spread") else f"{value:.1%}"
+def condition_summary(group: str, measured: Mapping[str, Any], judge: Any) -> str:
+    """A group's verdict in one line: how often the asked-for value shows, to a judge trained on what,
+    and how that compares with the judge's own accuracy on held-out faces (the ceiling)."""
+    faces = measured.get("ceiling_faces", measured.get("labelled_val_faces"))  # the latter: older files
+    samples = measured.get("samples")
+    asked = f"of the {samples} faces" if is_number(samples) else "of the faces"
+    return (f"<p><b>{escape(group)}</b>: "
+            f"{measure_with_interval(measured.get('accuracy'), 'accuracy', measured.get('accuracy_95'))} "
+            f"{asked} asked for a value show it, to a judge of D's shape trained on "
+            f"{value_html(judge, 'not recorded')}, whose accuracy on "
+            f"{value_html(faces, 'not recorded')} held-out faces is "
+            f"{measure_with_interval(measured.get('ceiling'), 'ceiling', measured.get('ceiling_95'))} "
+            f"(the ceiling): {measure(measured.get('of_ceiling'), 'of_ceiling')} of the ceiling.</p>")
 
 
-def condition_table(group: str, measured: Mapping[str, Any]) -> str:
-    """A group's verdict in one line, then one row per value: a value with few train faces that
-    collapsed (low accuracy or face rate) or copies its faces (near copies) stands out."""
-    summary = (f"<p><b>{escape(group)}</b>: {percent(measured.get('accuracy'))} of the faces asked "
-               f"for a value show it, to a classifier of D's shape whose accuracy on "
-               f"{value_html(measured.get('labelled_val_faces'))} labelled val faces is "
-               f"{percent(measured.get('ceiling'))} (the ceiling): "
-               f"{percent(measured.get('of_ceiling'))} of the ceiling.</p>")
-    header = "".join(f"<th>{escape(title)}</th>" for _, title in VALUE_COLUMNS)
+def value_cell(values: Mapping[str, Any], key: str) -> str:
+    return f'<td class="number">{measure_with_interval(values.get(key), key, values.get(f"{key}_95"))}</td>'
+
+
+def condition_table(group: str, measured: Mapping[str, Any], judge: Any = None) -> str:
+    """A group's summary line, then one row per value: a value with few train faces that collapsed (low
+    variety, many near identical), speckles (high frequency) or copies its faces (near copies) stands out."""
+    header = headings(("value", *(title for _, title in VALUE_COLUMNS)))
     rows = "".join(
-        f"<tr><th>{escape(tag)}</th>"
-        + "".join(f'<td class="number">{percent(values.get(key), key)}</td>'
-                  for key, _ in VALUE_COLUMNS)
-        + "</tr>"
+        f"<tr><th>{escape(tag)}</th>" + "".join(value_cell(values, key) for key, _ in VALUE_COLUMNS) + "</tr>"
         for tag, values in (measured.get("values") or {}).items() if isinstance(values, Mapping))
-    return (f"{summary}<table><tr><th>value</th>{header}</tr>{rows}</table>"
-            f'<p class="source">{escape(SPREAD_NOTE)}</p>')
+    return (f"{condition_summary(group, measured, judge)}<table>{header}{rows}</table>"
+            f'<p class="source">{escape(VARIETY_NOTE)}</p>')
 
 
 def conditions_section(pictures: Path, details: Any | None, conditional: bool) -> str:
@@ -315,7 +495,8 @@ def conditions_section(pictures: Path, details: Any | None, conditional: bool) -
     if not conditional:
         body = "<p>An unconditional generator (train.conditions is empty): no tag to ask for.</p>"
     elif isinstance(measured, Mapping) and measured:
-        body = "".join(condition_table(group, values) for group, values in measured.items()
+        judge = measured.get("judge")
+        body = "".join(condition_table(group, values, judge) for group, values in measured.items()
                        if isinstance(values, Mapping))
     else:
         body = missing("conditional accuracy not available (the evaluate stage measures it)")

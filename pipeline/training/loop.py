@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from pipeline.core.params import PipelineError, TrainParams
 from pipeline.data.faces import condition_labels, free_device_memory, load_faces, place_faces
 from pipeline.data.formats import split_rows
 from pipeline.models.ema import recalibrate_batchnorm
-from pipeline.models.networks import SNAPSHOT_NAME, NetConfig, save_generator
+from pipeline.models.networks import RAW_STATE, SNAPSHOT_NAME, NetConfig, save_generator
 from pipeline.models.sampling import sample_grid
 from pipeline.training.distributed import NoLive, setup_distributed
 from pipeline.training.run import (
@@ -43,6 +44,7 @@ def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]
     torch.manual_seed(params.seed)
     torch.set_num_threads(params.threads or os.cpu_count() or 1)
     rank, world, device = setup_distributed(params.device)
+    params = labelled_groups_only(params, manifest)
     config = net_config(params)
 
     faces = place_faces(load_faces(manifest, "train", params.image_size)[rank::world], device,
@@ -69,6 +71,8 @@ def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]
         torch.manual_seed(params.seed + 1000 * rank + run.epoch)  # each rank its own noise and flips
     step = build_step(run, params, device, world)
     bf16 = step.bf16
+    if params.augment != "off" and "color" in params.augment_policy and "color" not in step.policy:
+        log.info("augmentation without color: the class terms of a conditional D judge colour tags")
     log.info("%d train faces at %d px on %s (%s%s), %d steps per epoch, epochs %d..%d%s", n_faces,
              params.image_size, device, "bf16 autocast" if bf16 else "fp32",
              ", compiled" if use_compile(params.compile, device) else "", steps_per_epoch,
@@ -85,6 +89,7 @@ def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]
         live.step = run.epoch
     live.log_metric("train_faces", n_faces * world, plot=False)
     generator_ema = run.generator_ema
+    condition_rows = labels if params.objective == "gan" else None  # what BN recalibration asks for
     started, first_step = time.perf_counter(), run.step
     summary: dict[str, float] = {}
     for epoch in tqdm(range(run.epoch + 1, params.epochs + 1), desc="train", unit="epoch",
@@ -114,10 +119,11 @@ def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]
             live.log_metric(f"train/{name}", value)
         live.log_metric("images_seen", run.step * batch_size * world, plot=False)
         if rank == 0 and (epoch % params.sample_every == 0 or epoch == params.epochs):
-            recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed, batches=2)
+            recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed, batches=2,
+                                  labels=condition_rows)
             live.log_image(f"samples/{epoch:04d}.png", sample_grid(generator_ema, fixed_z, 8).numpy())
         if rank == 0 and (epoch % params.snapshot_every == 0 or epoch == params.epochs):
-            save_snapshot(snapshots, run, params, config, device)
+            save_snapshot(snapshots, run, params, config, device, condition_rows)
         if rank == 0 and epoch % params.checkpoint_every == 0 and epoch < params.epochs:
             save_checkpoint(checkpoint_path, run, params, config)
         live.next_step()
@@ -146,6 +152,21 @@ def finish(run: Run, params: TrainParams, config: NetConfig, manifest: Path, out
              summary["images_per_second"])
 
 
+def labelled_groups_only(params: TrainParams, manifest: Path) -> TrainParams:
+    """params without the tag groups that no train face is labelled in (own folders without tags):
+    such a group teaches G nothing, and a G conditioned on "any" alone trains worse than an
+    unconditional one. Said in the log, and the generator file's config shows it."""
+    if params.objective != "gan" or not params.conditions:
+        return params
+    labels = condition_labels(split_rows(manifest, "train"), params.conditions)
+    kept = {group: tags for g, (group, tags) in enumerate(params.conditions.items())
+            if bool((labels[:, g] < len(tags)).any())}
+    for group in params.conditions.keys() - kept.keys():
+        log.warning("train.conditions.%s: no train face is labelled in this group; training without it",
+                    group)
+    return replace(params, conditions=kept)
+
+
 def log_labelled(labels: torch.Tensor, config: NetConfig) -> None:
     """How many train faces carry each group's labels: a group with few says so before training."""
     for g, (group, tags) in enumerate(config.conditions):
@@ -155,8 +176,11 @@ def log_labelled(labels: torch.Tensor, config: NetConfig) -> None:
 
 
 def save_snapshot(folder: Path, run: Run, params: TrainParams, config: NetConfig,
-                  device: torch.device) -> None:
-    """The EMA generator of this epoch, with batch-norm statistics recomputed for its weights."""
-    recalibrate_batchnorm(run.generator_ema, params.nz, device, seed=params.seed)  # own noise stream
+                  device: torch.device, labels: torch.Tensor | None) -> None:
+    """The EMA generator of this epoch, with batch-norm statistics recomputed for its weights (asked
+    for the train faces' `labels`), and beside it the raw generator, which evaluate scores too."""
+    recalibrate_batchnorm(run.generator_ema, params.nz, device, seed=params.seed,  # own noise stream
+                          labels=labels)
+    raw = {key: value.detach().cpu() for key, value in run.generator.state_dict().items()}
     save_generator(folder / SNAPSHOT_NAME.format(epoch=run.epoch), run.generator_ema, config,
-                   ema=params.ema_decay > 0, epoch=run.epoch)
+                   ema=params.ema_kimg > 0, epoch=run.epoch, extra={RAW_STATE: raw})

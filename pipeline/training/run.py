@@ -37,6 +37,7 @@ def net_config(params: TrainParams) -> NetConfig:
         num_classes=len(params.sgan_classes) if params.objective == "sgan" else 0,
         conditions=tuple((group, tuple(tags)) for group, tags in params.conditions.items()),
         conditioning=params.conditioning,
+        mbstd_group=params.mbstd_group if params.arch == "dcgan" else 0,
     )
 
 

@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.core.params import PipelineError, TrainParams
 from pipeline.models.augment import ada_adjust, augment
 from pipeline.models.conditions import LABEL_DROPOUT, hide_labels
-from pipeline.models.ema import ema_update
+from pipeline.models.ema import ema_beta, ema_update
 from pipeline.models.losses import (
     LOSSES,
     acgan_class_loss,
@@ -93,11 +93,16 @@ class Step:
     channels_last: bool
     world: int = 1
 
+    @property
+    def policy(self) -> tuple[str, ...]:
+        """train.augment_policy, less colour for a conditional D: its class terms (AC-GAN heads,
+        projection) judge tags that are colours, which a colour shift would falsify."""
+        policy = () if self.params.augment == "off" else self.params.augment_policy
+        return tuple(name for name in policy if not (self.run.config.conditions and name == "color"))
+
     def augmented(self, images: torch.Tensor) -> torch.Tensor:
-        """What D sees of `images`: augmented with probability p unless train.augment is off."""
-        if self.params.augment == "off":
-            return images
-        return augment(images, self.params.augment_policy, self.run.augment_p)
+        """What D sees of `images`: augmented with probability p by the policy."""
+        return augment(images, self.policy, self.run.augment_p) if self.policy else images
 
     def adapt(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> None:
         """Tally sign(D(real)) and, every ADA_INTERVAL D steps, move p by it (on the device)."""
@@ -168,13 +173,14 @@ class Step:
             fake_out = self.judge(self.augmented(fake), shown)
             loss_g = g_loss_fn(score(fake_out))
             if config.acgan:  # G is rewarded for faces D classifies as asked
-                loss_g = loss_g + acgan_class_loss(fake_out[:, 1:], shown, config.group_sizes)
+                loss_g = loss_g + params.acgan_weight * acgan_class_loss(fake_out[:, 1:], shown,
+                                                                         config.group_sizes)
         run.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         run.opt_g.step()
-        # EMA warm-up: early on, the average would be dominated by the random initialisation.
-        g_steps = run.step // params.n_critic
-        ema_update(run.generator_ema, run.generator, min(params.ema_decay, (1 + g_steps) / (10 + g_steps)))
+        images = real.shape[0] * self.world  # this G step's global batch
+        ema_update(run.generator_ema, run.generator,
+                   ema_beta(images, run.step // params.n_critic * images, params.ema_kimg, params.ema_rampup))
         stats[1], stats[4] = loss_g.detach(), 1.0
         return stats
 
