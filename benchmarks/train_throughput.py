@@ -336,12 +336,13 @@ def serve(args: argparse.Namespace, device: torch.device) -> None:
 
 def benchmark_params(args: argparse.Namespace, device: torch.device) -> TrainParams:
     """params.yaml's train section (what dvc repro uses), at the benchmark's size and the DCGAN
-    (the comparison is about that architecture), without augmentation (the classic loop has none),
-    with the command line's overrides."""
+    (the comparison is about that architecture), without augmentation or minibatch stddev (the
+    classic loop has neither), with the command line's overrides."""
     params = read_section("train", args.params)
     overrides: dict[str, Any] = {"image_size": args.image_size, "ngf": WIDTH, "ndf": WIDTH,
                                  "batch_size": args.batch_size, "arch": "dcgan", "objective": "gan",
-                                 "augment": "off", "device": device.type, "threads": args.threads}
+                                 "augment": "off", "mbstd_group": 0, "device": device.type,
+                                 "threads": args.threads}
     if args.precision:
         overrides["precision"] = args.precision
     if args.compile:

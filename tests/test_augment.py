@@ -207,7 +207,7 @@ def test_d_sees_only_augmented_images_in_both_updates():
 
 @pytest.mark.parametrize("logit, start, end", [(10.0, 0.0, 0.032), (-10.0, 0.5, 0.468)])
 def test_adaptive_p_moves_every_four_d_steps_by_the_real_images_seen(logit, start, end):
-    params = tiny(ada_kimg=1, ada_target=0.6)
+    params = tiny(augment="adaptive", ada_kimg=1, ada_target=0.6)
     torch.manual_seed(0)
     run = new_run(params, torch.device("cpu"))
     run.augment_p.fill_(start)
@@ -227,7 +227,7 @@ def test_adaptive_run_raises_p_when_d_overfits_and_a_resumed_run_continues_it(ti
     """16 faces and ada_kimg 1: D learns them by heart and p rises. Stopped after 7 epochs (14
     steps, between two of p's updates) and continued, the run ends as one that was not stopped.
     Unconditional: its D overfits these 16 random faces fastest (AC-GAN's class heads slow it)."""
-    params = tiny(epochs=15, ada_kimg=1, conditions={})
+    params = tiny(epochs=15, augment="adaptive", ada_kimg=1, conditions={})
     summary = train(params, tiny_manifest, tmp_path / "straight")
     straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
     assert straight["augment_p"] > 0.1 and summary["augment_p"] > 0.1

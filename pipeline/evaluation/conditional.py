@@ -125,8 +125,8 @@ def demo_judge_sets(conditions: dict[str, tuple[str, ...]], image_size: int, cro
     rows = [{"tags": " ".join(face_tags), "faces_in_image": "1"} for face_tags in tags]
     labels = condition_labels(rows, conditions)
     split = JUDGE_TRAIN_FACES
-    return JudgeSets(f"{count} freshly drawn demo faces", (faces[:split], labels[:split]),
-                     (faces[split:], labels[split:]))
+    return JudgeSets(f"{split} freshly drawn demo faces ({count - split} more for the ceiling)",
+                     (faces[:split], labels[:split]), (faces[split:], labels[split:]))
 
 
 def manifest_judge_sets(conditions: dict[str, tuple[str, ...]], manifest: Path, train: torch.Tensor,
@@ -225,9 +225,9 @@ def measure_conditions(generator: nn.Module, judge: JudgeSets,
                           "of_ceiling": share,
                           "labelled_train_faces": int((labels[:, g] < len(tags)).sum()),
                           "values": values}
-        log.info("%s: %s of conditional samples show the value asked for; the judge's accuracy on "
-                 "%d faces of %s (ceiling) %s", group, _percent(accuracy), ceiling_faces, judge.source,
-                 _percent(ceiling))
+        log.info("%s: %s of conditional samples show the value asked for; the judge (learned from %s) "
+                 "is right on %s of %d faces it never saw (the ceiling)", group, _percent(accuracy),
+                 judge.source, _percent(ceiling), ceiling_faces)
     return metrics, details
 
 

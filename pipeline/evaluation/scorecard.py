@@ -62,8 +62,8 @@ def evaluate(params_path: Path, paths: Paths) -> dict:
     samples = evaluator.sample(best.generator, params.samples)
     scores = evaluator.score_images(samples)
     raw = snapshots.raw_generator(best, device)
-    raw_scores = {} if raw is None else evaluator.score_images(
-        evaluator.sample(raw, min(params.samples, params.snapshot_samples)))
+    raw_count = min(params.samples, params.snapshot_samples)
+    raw_scores = {} if raw is None else evaluator.score_images(evaluator.sample(raw, raw_count))
     hashes = train_face_hashes(train)  # for both the copy check and the one per tag value
     copying, neighbours = memorisation(samples, val[:params.samples], train, distance, device, hashes)
     by_value, by_condition = score_conditions(best.generator, paths.manifest, train, val, evaluator,
@@ -80,7 +80,7 @@ def evaluate(params_path: Path, paths: Paths) -> dict:
     details = {"fid_status": scores["fid_status"], "selected_by": metric,
                "memorisation": verdict(copying), "damaged_snapshots": damaged,
                "intervals": {"ema": intervals(scores, len(samples)),
-                             "raw": intervals(raw_scores, len(samples)) if raw_scores else None},
+                             "raw": intervals(raw_scores, raw_count) if raw_scores else None},
                "conditions": by_condition, "snapshots": curve}
     write_json(paths.output / "eval_details.json", details)
     metrics = ({name: scores[name] for name in METRICS}
