@@ -284,7 +284,8 @@ def test_batch_norm_is_recalibrated_on_the_labels_training_saw():
 
 @pytest.mark.parametrize("conditions", [{}, CONDITIONS])
 def test_colour_augmentation_never_reaches_the_class_terms(conditions):
-    params = TrainParams(conditions=conditions, ngf=8, ndf=8, device="cpu", augment="fixed")
+    params = TrainParams(conditions=conditions, ngf=8, ndf=8, device="cpu", augment="fixed",
+                         augment_policy=("color", "translation", "cutout"))
     run = new_run(params, torch.device("cpu"))
     policy = build_step(run, params, torch.device("cpu")).policy
     assert policy == (("translation", "cutout") if conditions else ("color", "translation", "cutout"))
