@@ -88,16 +88,6 @@ def predict(classifier: nn.Module, faces: torch.Tensor, sizes: tuple[int, ...],
     return torch.stack(columns, 1)
 
 
-def group_accuracy(predicted: torch.Tensor, labels: torch.Tensor, group: int,
-                   size: int) -> tuple[float | None, int]:
-    """Share of the faces labelled in `group` whose prediction is their label, and their count."""
-    labelled = labels[:, group] < size
-    count = int(labelled.sum())
-    if not count:
-        return None, 0
-    return float((predicted[labelled, group] == labels[labelled, group]).float().mean()), count
-
-
 def conditional_samples(generator: nn.Module, group: int, value: int, count: int, seed: int,
                         batch_size: int) -> torch.Tensor:
     """`count` faces asked for one value of one group; the same noise for every value."""
