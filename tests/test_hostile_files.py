@@ -214,6 +214,45 @@ def test_folder_of_hostile_files(tmp_path, caplog):
     assert len(warnings_logged(caplog, "pipeline.scrape")) == 6
 
 
+SECRET = "aws_secret_access_key = wJalrXUtnFEMI"
+
+
+def test_links_out_of_a_folder_are_refused_and_counted(tmp_path, caplog):
+    """A link that leads out of the folder, to an image or a sidecar, is refused as a tar's link
+    is: its target is never read, so a secret it points at reaches neither the tags nor
+    anything else the stage writes. A link that stays inside the folder is followed."""
+    outside, folder = tmp_path / "home", tmp_path / "in"
+    (outside / "pictures").mkdir(parents=True)
+    (outside / "credentials").write_text(SECRET)
+    (outside / "tags.json").write_text(json.dumps({"tags": [SECRET]}))
+    (outside / "pictures" / "other.png").write_bytes(picture(10))
+    (folder / "store").mkdir(parents=True)
+    (folder / "store" / "tags.text").write_text("smile")
+    (folder / "store" / "inside.bin").write_bytes(picture(11))
+    (folder / "a.png").write_bytes(picture(12))
+    (folder / "a.txt").symlink_to(outside / "credentials")  # absolute
+    (folder / "a.json").symlink_to(Path("..") / "home" / "tags.json")  # relative
+    (folder / "b.png").symlink_to(Path("..") / "home" / "pictures" / "other.png")
+    (folder / "up").symlink_to(outside / "pictures", target_is_directory=True)  # never searched
+    (folder / "c.png").write_bytes(picture(13))
+    (folder / "c.txt").symlink_to(Path("store") / "tags.text")  # inside: followed
+    (folder / "d.png").symlink_to(folder / "store" / "inside.bin")
+    caplog.set_level(logging.WARNING)
+    stats = scrape_local(tmp_path, folder)
+    records = {json.loads(line)["url"]: json.loads(line)
+               for line in (tmp_path / "raw" / "posts.jsonl").read_text().splitlines()}
+    assert {url: record["tags"] for url, record in records.items()} == {
+        "a.png": [], "c.png": ["smile"], "d.png": []}
+    assert stats["downloaded"] == 3 and stats["failed"] == 1 and stats["bad_sidecars"] == 2
+    assert stats["failures"] == ["b.png: a link out of the folder; refused"]
+    logged = warnings_logged(caplog, "pipeline.scrape")
+    assert sorted(line for line in logged if line.startswith("sidecar ")) == [
+        "sidecar a.json: a link out of the folder; refused; its tags are not used",
+        "sidecar a.txt: a link out of the folder; refused; its tags are not used"]
+    written = b"".join(p.read_bytes() for p in (tmp_path / "raw").rglob("*") if p.is_file())
+    assert b"wJalrXUtnFEMI" not in written and SECRET not in caplog.text
+
+
 def test_decode_image_refuses_a_bomb_before_decoding_it(monkeypatch):
     """scrape.max_pixels is checked on the header: the picture is never decoded."""
     decoded = []

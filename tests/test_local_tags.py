@@ -16,9 +16,12 @@ import pytest
 from PIL import Image
 
 from pipeline.crop_faces import main as crop_main
+from pipeline.data.formats import read_manifest
 from pipeline.manifest import main as manifest_main
 from pipeline.scrape import main as scrape_main
-from pipeline.web.sidecars import SIDECAR_MAX_BYTES
+from pipeline.train import main as train_main
+from pipeline.web import local_source
+from pipeline.web.sidecars import FACE_MAX_TAGS, SIDECAR_MAX_BYTES, TAG_MAX_CHARS, read_sidecar
 
 KINDS = ["folder", "zip", "tar_sidecars_first", "tar_images_first", "tar_name_order"]
 
@@ -271,3 +274,98 @@ def test_tags_reach_the_manifest(tmp_path):
     assert rows == {records[name]["file"]: " ".join(tags) for name, tags in expected.items()}
     counts = json.loads((tmp_path / "tag_counts.json").read_text())
     assert counts["cats"] == 3 and counts["big_dogs"] == 1 and counts["smile"] == 2
+
+
+def test_a_sidecar_keeps_each_tag_once():
+    """A tag written again and again is one tag: a 1 MiB sidecar of `ab ab ab ...` holds one
+    string, not half a million (which a tar's sidecars, read before its images, all kept)."""
+    sidecar = read_sidecar("x.txt", b"ab " * (SIDECAR_MAX_BYTES // 3))
+    assert sidecar.tags == ("ab",) and sidecar.problem is None
+    assert read_sidecar("x.json", b'{"tags": ["b", "a", "b", " a "]}').tags == ("b", "a")
+
+
+def test_the_tags_a_tars_sidecars_hold_together_are_bounded(tmp_path, caplog, monkeypatch):
+    """Past local_source.TAR_SIDECARS_MAX_BYTES of tags held for a tar, its later sidecars are
+    refused and counted; their images are imported without those tags."""
+    monkeypatch.setattr(local_source, "TAR_SIDECARS_MAX_BYTES", 20_000)
+    files = {}
+    for i in range(10):
+        files[f"{i}.png"] = png(90 + i)
+        files[f"{i}.txt"] = " ".join(f"tag_{i}_{j:03d}_{'x' * 12}" for j in range(50)).encode()
+    caplog.set_level(logging.WARNING)
+    stats, records, _ = scrape(tmp_path, make_source(tmp_path, files, "tar_sidecars_first"))
+    tagged = [i for i in range(10) if records[f"{i}.png"]["tags"]]
+    assert tagged == list(range(len(tagged))) and 0 < len(tagged) < 10  # the first ones, in order
+    assert all(len(records[f"{i}.png"]["tags"]) == 50 for i in tagged)
+    assert stats["downloaded"] == 10 and stats["bad_sidecars"] == 10 - len(tagged)
+    refused = [line for line in scrape_warnings(caplog) if line.startswith("sidecar ")]
+    assert len(refused) == 10 - len(tagged)
+    assert all("over the 20000 bytes of tags a tar's sidecars may hold together" in line
+               for line in refused)
+
+
+def test_a_face_keeps_a_bounded_number_of_tags(tmp_path, caplog):
+    """At most FACE_MAX_TAGS tags of at most TAG_MAX_CHARS characters: the first ones read (its
+    folder, then its sidecars in name order), with one warning for what was dropped."""
+    many = " ".join(f"t{i:05d}" for i in range(2000)).encode()
+    long_tag = "x" * (TAG_MAX_CHARS + 1)
+    files = {"cats/a.png": png(101), "cats/a.txt": many,
+             "b.png": png(102), "b.json": json.dumps({"tags": [long_tag, "x" * TAG_MAX_CHARS]}).encode()}
+    caplog.set_level(logging.WARNING)
+    _, records, _ = scrape(tmp_path, make_source(tmp_path, files, "folder"))
+    first = ["cats", *(f"t{i:05d}" for i in range(FACE_MAX_TAGS - 1))]
+    assert records["cats/a.png"]["tags"] == sorted(first)
+    assert records["b.png"]["tags"] == ["x" * TAG_MAX_CHARS]
+    assert sorted(scrape_warnings(caplog)) == [
+        f"b.png: dropped 1 tag(s) over {TAG_MAX_CHARS} characters",
+        f"cats/a.png: dropped {2001 - FACE_MAX_TAGS} tag(s) past the first {FACE_MAX_TAGS} of a face"]
+
+
+def crop_and_manifest(tmp_path: Path, raw: Path) -> Path:
+    """crop_faces in passthrough, then the manifest stage: the manifest's path."""
+    params = tmp_path / "params.yaml"
+    params.write_text("crop:\n  mode: passthrough\n  size: 16\n  workers: 1\n"
+                      "manifest:\n  dedup_distance: -1\n  val_fraction: 0.0\n")
+    faces = tmp_path / "faces"
+    crop_main(["--params", str(params), "--input", str(raw / "images"), "--output", str(faces),
+               "--stats", str(tmp_path / "crop_stats.json")])
+    manifest = tmp_path / "manifest.csv"
+    manifest_main(["--params", str(params), "--input", str(faces), "--posts",
+                   str(raw / "posts.jsonl"), "--output", str(manifest),
+                   "--stats", str(tmp_path / "manifest_stats.json"),
+                   "--tags", str(tmp_path / "tag_counts.json")])
+    return manifest
+
+
+def test_a_sidecar_of_many_tags_makes_a_manifest_that_reads(tmp_path):
+    """30,000 tags in a sidecar (210 KB) made a manifest row past csv's 128 KiB field limit,
+    which train and evaluate could not read; now the face keeps FACE_MAX_TAGS of them."""
+    many = " ".join(f"t{i:05d}" for i in range(30_000)).encode()
+    source = make_source(tmp_path, {"a.png": png(111, side=24), "a.txt": many}, "folder")
+    _, _, raw = scrape(tmp_path, source)
+    [row] = read_manifest(crop_and_manifest(tmp_path, raw))
+    assert row["tags"].split() == [f"t{i:05d}" for i in range(FACE_MAX_TAGS)]
+    assert len(json.loads((tmp_path / "tag_counts.json").read_text())) == FACE_MAX_TAGS
+
+
+def manifest_with_long_tags(tiny_manifest: Path, length: int) -> Path:
+    """The tiny manifest with its first face's tags `length` characters long, as a manifest made
+    before tags were bounded may hold."""
+    with tiny_manifest.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    rows[1][4] += " " + " ".join(f"t{i:07d}" for i in range(length // 9))
+    with tiny_manifest.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return tiny_manifest
+
+
+def test_a_manifest_with_a_long_tags_field_reads(tiny_manifest, tmp_path):
+    """A field over csv's default limit of 128 KiB reads, and so the train stage runs on it."""
+    manifest = manifest_with_long_tags(tiny_manifest, 300_000)
+    rows = read_manifest(manifest)
+    assert len(rows) == 20 and len(rows[0]["tags"]) > 300_000
+    params = tmp_path / "train_params.yaml"
+    params.write_text("train:\n  epochs: 1\n  batch_size: 8\n  ngf: 8\n  ndf: 8\n"
+                      "  device: cpu\n  precision: fp32\n  compile: \"off\"\n  threads: 1\n")
+    train_main(["--params", str(params), "--input", str(manifest), "--output", str(tmp_path / "models")])
+    assert (tmp_path / "models" / "checkpoint.pt").is_file()

@@ -4,6 +4,7 @@
 import hashlib
 import io
 import json
+import stat
 import tarfile
 import zipfile
 from urllib.parse import parse_qs, urlsplit
@@ -278,6 +279,29 @@ def test_local_tar_refuses_links_and_oversize_members(tmp_path, demo_faces):
     failures = "\n".join(stats["failures"])
     assert stats["failed"] == 3
     assert "not a file" in failures and "scrape.max_bytes" in failures and "unsafe name" in failures
+
+
+def zip_link(name: str, target: str) -> tuple[zipfile.ZipInfo, str]:
+    """A zip member stored as a symbolic link (as `zip --symlinks` stores one): its data is the
+    target's path."""
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target
+
+
+def test_local_zip_refuses_links_as_a_tar_does(tmp_path, demo_faces):
+    """A zip's links, images and sidecars, are refused and counted as a tar's are: their data is
+    a path on the machine that made the zip, neither a picture nor its tags."""
+    faces = face_files(demo_faces, 2)
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(faces[0], "set/a.jpg")
+        zipped.writestr(*zip_link("set/a.txt", "/home/someone/.aws/credentials"))
+        zipped.writestr(*zip_link("set/b.jpg", str(faces[1])))
+    stats, records, _ = run(tmp_path, source="local", local_path=str(archive))
+    assert [(r["url"], r["tags"]) for r in records] == [("set/a.jpg", [])]
+    assert stats["downloaded"] == 1 and stats["failed"] == 1 and stats["bad_sidecars"] == 1
+    assert stats["failures"] == ["set/b.jpg: a link or device, not a file; refused"]
 
 
 def damaged_zip(faces) -> bytes:

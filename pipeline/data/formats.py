@@ -15,10 +15,14 @@ MANIFEST_FIELDS = (
 # faces_in_image (faces the cascade found in the face's picture) came later: without it, a face's
 # labels trust only the `solo` tag
 REQUIRED_FIELDS = MANIFEST_FIELDS[:-1]
+# csv refuses a field over 131,072 characters by default. A face's tags are bounded well under
+# that now (pipeline/web/sidecars.py), but a manifest made before may hold a longer tags field
+MANIFEST_FIELD_MAX_CHARS = 1 << 30
 
 
 def read_manifest(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
+    csv.field_size_limit(max(csv.field_size_limit(), MANIFEST_FIELD_MAX_CHARS))  # only ever raised
     if not path.is_file():
         raise PipelineError(f"{path}: manifest not found; run the manifest stage first")
     with path.open(newline="") as handle:

@@ -4,6 +4,10 @@ Members are only read, never extracted, and the collection names them by content
 cannot write outside data/raw; names that would be unsafe to extract (absolute, with `..`) are
 refused all the same, since an archive holding them was not made for this.
 
+A folder's links are followed only where they stay inside it: `0.txt -> ~/.aws/credentials` would
+put a secret into the tags, and from there into the manifest and the report. A link that leads out
+is refused, as an archive's links all are.
+
 An image's tags come from where dataset tools put them (pipeline/web/sidecars.py): sidecar files
 beside it (`x.txt`, `x.json` for `x.png`) and, as in an ImageFolder tree, the name of the folder it
 lies in. A sidecar is refused where an image would be, and read with a bound.
@@ -15,18 +19,23 @@ its image only those tags.
 
 from __future__ import annotations
 
+import logging
 import lzma
+import stat
+import sys
 import tarfile
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from pipeline.core.params import PipelineError
 from pipeline.web.sidecars import (
     SIDECAR_MAX_BYTES,
     Sidecar,
+    bounded_tags,
     folder_tags,
     image_stem,
     read_sidecar,
@@ -40,6 +49,16 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
 # errors (zlib, lzma, bz2), unsupported methods, truncation (EOFError) and bad CRCs or headers.
 READ_ERRORS = (zipfile.BadZipFile, tarfile.TarError, RuntimeError, OSError, EOFError,
                NotImplementedError, zlib.error, lzma.LZMAError)
+LINK_OUT = "a link out of the folder; refused"
+NOT_A_FILE = "a link or device, not a file; refused"
+# The tags of a tar's sidecars are held while its images are read (_tar_sidecars): this many bytes
+# of memory in all, about 450,000 sidecars of 30 tags each. A tag is held once however many
+# sidecars name it; past the limit the rest of the tar's sidecars are refused
+TAR_SIDECARS_MAX_BYTES = 256 << 20
+SIDECAR_RECORD_BYTES = 200  # a held sidecar's record and its place in the lists, beside its tags
+TAG_ENTRY_BYTES = 48  # a held tag's place in the table that shares it
+
+log = logging.getLogger("pipeline.scrape")
 
 
 @dataclass(frozen=True)
@@ -63,13 +82,22 @@ def unsafe_name(name: str) -> bool:
 
 
 def labelled(name: str, data: bytes, sidecars: Iterable[Sidecar], root: str | None = None) -> Member:
-    """The image with the union of its folder's and its sidecars' tags."""
-    tags, bad = set(folder_tags(name, root)), []
-    for sidecar in sidecars:
-        if sidecar.problem is not None:
-            bad.append(f"{sidecar.name}: {sidecar.problem}")
-        tags.update(sidecar.tags)
-    return Member(name, data, tags=tuple(sorted(tags)), bad_sidecars=tuple(bad))
+    """The image with its folder's and its sidecars' tags (in name order), each once and bounded
+    as a face's are (sidecars.bounded_tags); one warning says what was dropped."""
+    sidecars = sorted(sidecars, key=lambda sidecar: sidecar.name)
+    read = [*folder_tags(name, root), *(tag for sidecar in sidecars for tag in sidecar.tags)]
+    tags, dropped = bounded_tags(read)
+    _warn_dropped(name, [*dropped, *(pair for sidecar in sidecars for pair in sidecar.dropped)])
+    bad = tuple(f"{s.name}: {s.problem}" for s in sidecars if s.problem is not None)
+    return Member(name, data, tags=tuple(sorted(tags)), bad_sidecars=bad)
+
+
+def _warn_dropped(name: str, dropped: Iterable[tuple[str, int]]) -> None:
+    totals: Counter[str] = Counter()
+    for why, count in dropped:
+        totals[why] += count
+    for why, count in totals.items():
+        log.warning("%s: dropped %d tag(s) %s", name, count, why)
 
 
 def local_images(source: Path, max_bytes: int) -> Iterator[Member]:
@@ -100,7 +128,9 @@ def _too_large(name: str, size: int, max_bytes: int) -> Member | None:
 
 def _folder_members(folder: Path, max_bytes: int) -> Iterator[Member]:
     """Regular files only (is_file): a FIFO or a device named like an image or a sidecar is never
-    opened."""
+    opened. A link is followed only to a file inside the folder (_link_out); a linked folder is
+    not searched."""
+    root = folder.resolve()
     files = sorted(p for p in folder.rglob("*")
                    if (is_image_name(p.name) or sidecar_stem(p.name)) and p.is_file())
     sidecars: dict[str, list[Path]] = {}
@@ -111,6 +141,9 @@ def _folder_members(folder: Path, max_bytes: int) -> Iterator[Member]:
         if not is_image_name(path.name):
             continue
         name = path.relative_to(folder).as_posix()
+        if (refusal := _link_out(path, root)) is not None:
+            yield Member(name, problem=refusal)
+            continue
         try:
             with path.open("rb") as handle:  # read with a bound: the file may grow after listing
                 data = handle.read(max_bytes + 1)
@@ -120,12 +153,24 @@ def _folder_members(folder: Path, max_bytes: int) -> Iterator[Member]:
         if too_large := _too_large(name, len(data), max_bytes):
             yield too_large
             continue
-        found = [_folder_sidecar(p, p.relative_to(folder).as_posix())
+        found = [_folder_sidecar(p, p.relative_to(folder).as_posix(), root)
                  for p in sidecars.get(image_stem(name), [])]
         yield labelled(name, data, found)
 
 
-def _folder_sidecar(path: Path, name: str) -> Sidecar:
+def _link_out(path: Path, root: Path) -> str | None:
+    """Why a file of the folder is refused for where it leads: through a link, to a file outside
+    the folder (its resolved root); None for a file inside, linked or not."""
+    try:
+        inside = path.resolve(strict=True).is_relative_to(root)
+    except (OSError, RuntimeError) as exc:  # vanished since the listing, a loop of links
+        return f"unreadable ({_reason(exc)})"
+    return None if inside else LINK_OUT
+
+
+def _folder_sidecar(path: Path, name: str, root: Path) -> Sidecar:
+    if (refusal := _link_out(path, root)) is not None:
+        return Sidecar(name, problem=refusal)
     try:
         with path.open("rb") as handle:
             return read_sidecar(name, handle.read(SIDECAR_MAX_BYTES + 1))
@@ -138,7 +183,7 @@ def _refusal(name: str, regular: bool = True) -> str | None:
     if unsafe_name(name):
         return "unsafe name in the archive; refused"
     if not regular:
-        return "a link or device, not a file; refused"
+        return NOT_A_FILE
     return None
 
 
@@ -158,6 +203,12 @@ def _sidecar_refused(name: str, declared_size: int, regular: bool = True) -> Sid
     return None
 
 
+def _zip_regular(info: zipfile.ZipInfo) -> bool:
+    """Whether a zip member is a file: a zip made on Unix may store a link (`zip --symlinks`),
+    whose data is the path it points at. Zips made elsewhere leave the file type out."""
+    return stat.S_IFMT(info.external_attr >> 16) in (0, stat.S_IFREG)
+
+
 def _zip_members(archive: Path, max_bytes: int) -> Iterator[Member]:
     with zipfile.ZipFile(archive) as zipped:
         infos = sorted((i for i in zipped.infolist() if not i.is_dir()), key=lambda i: i.filename)
@@ -168,7 +219,7 @@ def _zip_members(archive: Path, max_bytes: int) -> Iterator[Member]:
                 sidecars.setdefault(stem, []).append(info)
         root = shared_root({top_folder(i.filename) for i in images if not unsafe_name(i.filename)})
         for info in images:
-            if refused := _refused(info.filename, info.file_size, max_bytes):
+            if refused := _refused(info.filename, info.file_size, max_bytes, _zip_regular(info)):
                 yield refused
                 continue
             try:
@@ -185,7 +236,7 @@ def _zip_members(archive: Path, max_bytes: int) -> Iterator[Member]:
 
 
 def _zip_sidecar(zipped: zipfile.ZipFile, info: zipfile.ZipInfo) -> Sidecar:
-    if refused := _sidecar_refused(info.filename, info.file_size):
+    if refused := _sidecar_refused(info.filename, info.file_size, _zip_regular(info)):
         return refused
     try:
         with zipped.open(info) as handle:  # the declared size may lie: read with a bound
@@ -198,15 +249,45 @@ def _reason(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
+class HeldSidecars:
+    """A tar's sidecars by image stem, their tags held up to TAR_SIDECARS_MAX_BYTES in all: a tag
+    is held once however many sidecars name it, and past the limit each later sidecar is refused
+    (its image is imported without its tags, the sidecar counted)."""
+
+    def __init__(self) -> None:
+        self.by_stem: dict[str, list[Sidecar]] = {}
+        self.shared: dict[str, str] = {}  # every tag held, to itself
+        self.held_bytes = 0
+        self.full = False
+        self.refusal = (f"over the {TAR_SIDECARS_MAX_BYTES} bytes of tags a tar's sidecars may hold "
+                        "together; refused")
+
+    def add(self, stem: str, sidecar: Sidecar) -> None:
+        cost = 0 if self.full else self._cost(sidecar)
+        self.full = self.full or self.held_bytes + cost > TAR_SIDECARS_MAX_BYTES
+        if self.full:
+            sidecar = Sidecar(sidecar.name, problem=self.refusal)
+        else:
+            self.held_bytes += cost
+            sidecar = replace(sidecar, tags=tuple(self.shared.setdefault(t, t) for t in sidecar.tags))
+        self.by_stem.setdefault(stem, []).append(sidecar)
+
+    def _cost(self, sidecar: Sidecar) -> int:
+        """The memory a sidecar's record takes, counting only those of its tags not held yet."""
+        new = {tag for tag in sidecar.tags if tag not in self.shared}
+        return (SIDECAR_RECORD_BYTES + sys.getsizeof(sidecar.name) + sys.getsizeof(sidecar.tags)
+                + sys.getsizeof(sidecar.problem) + sum(sys.getsizeof(tag) + TAG_ENTRY_BYTES for tag in new))
+
+
 def _tar_sidecars(archive: Path) -> tuple[dict[str, list[Sidecar]], str | None]:
     """The sidecars of a tar by image stem, and its shared root folder, read in a first pass
     before any image. A sidecar may be stored before or after its image (`x.json`, `x.png`,
     `x.txt` in name order), and one pass in archive order (see _tar_members) could only pair the
     later ones by holding images back, unbounded. This pass reads the headers and only the
-    sidecars' bytes, each up to SIDECAR_MAX_BYTES, and keeps their tags alone: a second
-    decompression of a compressed tar, instead of its images in memory. At damage it stops with
-    what it has: the image pass stops there too and reports it."""
-    sidecars: dict[str, list[Sidecar]] = {}
+    sidecars' bytes, each up to SIDECAR_MAX_BYTES, and keeps their tags alone, bounded
+    (HeldSidecars): a second decompression of a compressed tar, instead of its images in memory.
+    At damage it stops with what it has: the image pass stops there too and reports it."""
+    sidecars = HeldSidecars()
     tops: set[str] = set()
     with tarfile.open(archive) as tarred:
         try:
@@ -218,10 +299,10 @@ def _tar_sidecars(archive: Path) -> tuple[dict[str, list[Sidecar]], str | None]:
                     if len(tops) < 2 and not unsafe_name(member.name):
                         tops.add(top_folder(member.name))
                 elif (stem := sidecar_stem(member.name)) is not None:
-                    sidecars.setdefault(stem, []).append(_tar_sidecar(tarred, member))
+                    sidecars.add(stem, _tar_sidecar(tarred, member))
         except READ_ERRORS:
             pass
-    return sidecars, shared_root(tops)
+    return sidecars.by_stem, shared_root(tops)
 
 
 def _tar_sidecar(tarred: tarfile.TarFile, member: tarfile.TarInfo) -> Sidecar:

@@ -1,12 +1,15 @@
 """Tags for images of a local source, from where dataset tools put them: sidecar files beside an
 image (`x.txt` with comma- or space-separated tags, `x.json` with a `tags` field, for `x.png`) and,
 as in an ImageFolder tree, the name of the folder it lies in. A sidecar is parsed from bytes read
-with a bound; one that holds no readable tags says why, and costs its image only those tags."""
+with a bound; one that holds no readable tags says why, and costs its image only those tags.
+A face keeps each tag once, and a bounded number of them (bounded_tags)."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -14,6 +17,13 @@ SIDECAR_SUFFIXES = (".txt", ".json")
 # A tag file of a million bytes is already some ten thousand tags: more is not a tag file, and
 # every sidecar of a tar is read before its images (local_source._tar_sidecars)
 SIDECAR_MAX_BYTES = 1 << 20
+# A booru post has a few dozen tags, rarely a few hundred, and a tag is a few words. Within these
+# bounds a face's tags fill at most 512 x 201 characters of a manifest row: under csv's default
+# limit of 131,072 characters a field, so any csv reader reads the manifest
+FACE_MAX_TAGS = 512
+TAG_MAX_CHARS = 200
+
+Dropped = tuple[tuple[str, int], ...]  # (why, how many tags) for the tags a face does not keep
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,27 @@ class Sidecar:
     name: str
     tags: tuple[str, ...] = ()
     problem: str | None = None
+    dropped: Dropped = ()  # tags read but not kept (bounded_tags)
+
+
+def bounded_tags(tags: Iterable[str]) -> tuple[tuple[str, ...], Dropped]:
+    """Each tag once, in the order read, at most FACE_MAX_TAGS of at most TAG_MAX_CHARS characters;
+    and the tags dropped, counted by why. A caption of `ab ab ab ...` is one tag, and no sidecar
+    can make a face's tags too large for the manifest."""
+    seen: set[str] = set()
+    kept: list[str] = []
+    dropped: Counter[str] = Counter()
+    for tag in tags:
+        if tag in seen:
+            continue
+        seen.add(tag)
+        if len(tag) > TAG_MAX_CHARS:
+            dropped[f"over {TAG_MAX_CHARS} characters"] += 1
+        elif len(kept) >= FACE_MAX_TAGS:
+            dropped[f"past the first {FACE_MAX_TAGS} of a face"] += 1
+        else:
+            kept.append(tag)
+    return tuple(kept), tuple(dropped.items())
 
 
 def member_path(name: str) -> PurePosixPath:
@@ -45,17 +76,18 @@ def as_tag(text: str) -> str:
     return "_".join(text.split())
 
 
-def split_tags(text: str) -> tuple[str, ...]:
+def split_tags(text: str) -> Iterator[str]:
     """Tags of a caption: comma-separated (`blonde hair, blue eyes`, as tagger tools write them),
-    else whitespace-separated (`blonde_hair blue_eyes`, as boorus write them)."""
-    parts = re.split(r"[,\r\n]", text) if "," in text else text.split()
-    return tuple(tag for part in parts if (tag := as_tag(part)))
+    else whitespace-separated (`blonde_hair blue_eyes`, as boorus write them). One at a time: a
+    megabyte of `ab ab ab ...` is never half a million strings at once."""
+    parts = re.finditer(r"[^,\r\n]+" if "," in text else r"\S+", text)
+    return (tag for part in parts if (tag := as_tag(part.group())))
 
 
-def parse_sidecar(name: str, data: bytes) -> tuple[str, ...]:
-    """The tags a `.txt` or `.json` sidecar holds; ValueError with the reason when it holds none
-    readable. A tag that could not be written as UTF-8 (a lone surrogate escaped in JSON) is
-    refused too: the manifest could not hold it."""
+def parse_sidecar(name: str, data: bytes) -> Iterable[str]:
+    """The tags a `.txt` or `.json` sidecar holds, as written (repeats too); ValueError with the
+    reason when it holds none readable. A tag that could not be written as UTF-8 (a lone surrogate
+    escaped in JSON) is refused too: the manifest could not hold it."""
     try:
         text = data.decode("utf-8-sig")  # Windows tools start UTF-8 text with a byte-order mark
     except UnicodeDecodeError as exc:
@@ -70,7 +102,7 @@ def parse_sidecar(name: str, data: bytes) -> tuple[str, ...]:
         raise ValueError("not a JSON object with a tags field")
     tags = value["tags"]
     if isinstance(tags, str):
-        found = split_tags(tags)
+        found = tuple(split_tags(tags))
     elif isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
         found = tuple(tag for text in tags if (tag := as_tag(text)))
     else:
@@ -87,9 +119,10 @@ def read_sidecar(name: str, data: bytes) -> Sidecar:
     if len(data) > SIDECAR_MAX_BYTES:
         return Sidecar(name, problem=f"over the {SIDECAR_MAX_BYTES}-byte limit of a sidecar")
     try:
-        return Sidecar(name, parse_sidecar(name, data))
+        tags, dropped = bounded_tags(parse_sidecar(name, data))
     except ValueError as exc:
         return Sidecar(name, problem=str(exc))
+    return Sidecar(name, tags, dropped=dropped)
 
 
 def top_folder(name: str) -> str:
