@@ -4,6 +4,7 @@ import time
 import pytest
 
 from pipeline.core.params import PipelineError
+from pipeline.web import boorus
 from pipeline.web.boorus import (
     SITES,
     MarkupError,
@@ -18,6 +19,7 @@ from pipeline.web.boorus import (
     parse_moebooru_listing,
     register_calls,
 )
+from pipeline.web.scraping import LISTING_MAX_BYTES
 
 PAGE_URL = "https://konachan.net/post?page=2&tags=barefoot"
 
@@ -286,6 +288,92 @@ def test_register_calls_decodes_each_call_and_skips_what_is_not_json():
     assert list(register_calls(script)) == [{"id": 1}, {"id": 2, "x": ")"},
                                             {"id": 5, "tags": "a b"}]
     assert list(register_calls("no calls here")) == []
+
+
+class CountingDecoder(json.JSONDecoder):
+    """The real decoder, counting the characters it is handed from where it starts decoding: its
+    scan and the line count in its error messages both stay within them. Past the budget it stops
+    the test at once instead of letting a quadratic parse run for an hour."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
+        self.handed = 0
+
+    def raw_decode(self, s: str, idx: int = 0):
+        self.handed += len(s) - idx
+        if self.handed > self.budget:
+            raise AssertionError(f"decoder handed {self.handed} characters, over {self.budget}")
+        return super().raw_decode(s, idx)
+
+
+# Post.register lines that fail to decode, each in its own way
+HOSTILE_REGISTER_LINES = (
+    "Post.register(x" * 40,  # calls that are not JSON, one after another
+    'Post.register({"id": 1, "tags": "' + "a " * 200,  # a string cut off by the line's end
+    'Post.register(["Post.register([", ' * 20,  # calls inside the strings of others
+    "Post.register(" + "[" * 2000,  # nested too deep
+    "Post.register([" + "1" * 5000 + "]",  # a number longer than ints may be
+    'Post.register({"id": 2, "tags": "\\u00',  # an escape cut short
+    'Post.register({"id": 3, "tags": "a"',  # an object never closed
+)
+
+
+def test_post_register_parsing_at_the_page_limit_does_linear_work(monkeypatch):
+    """20 MiB of calls that fail to decode: a decoding error counted the lines of everything the
+    decoder was handed, and it was handed the rest of the page at each call, an hour at this size.
+    Each character may be handed over a bounded number of times."""
+    line = "\n".join(HOSTILE_REGISTER_LINES) + "\n"
+    script = line * (LISTING_MAX_BYTES // len(line) + 1)
+    decoder = CountingDecoder(budget=8 * len(script))
+    monkeypatch.setattr(boorus, "_JSON", decoder)
+    assert list(register_calls(script + 'Post.register({"id": 4})')) == [{"id": 4}]
+    assert decoder.handed > len(script) // 2  # every call was decoded
+
+
+# values whose end a decoder handed too little of could misread: numbers, literals and escapes
+TRICKY_VALUES = [True, False, None, float("-inf"), -1.5e-7, 123456789 * 10**90, "\U0001f600 \\ \" x",
+                 {"nested": [[[{"a": []}]]]}, "long " * 5000]
+
+
+@pytest.mark.parametrize("shift", range(0, 80, 3))
+def test_register_calls_decode_long_values_whole(shift):
+    """A call inside a string is part of the value; a value may run far past the next call."""
+    value = ["." * shift + "Post.register(", *TRICKY_VALUES]
+    encoded = json.dumps(value)
+    for script in (f"Post.register({encoded});", f"Post.register({encoded})",
+                   f"Post.register({encoded}); Post.register(x" + " " * 10_000):
+        assert list(register_calls(script)) == [value]
+    assert value not in list(register_calls(f"Post.register({encoded[:-1]}"))  # cut short: not taken
+
+
+@pytest.mark.parametrize(("alt", "tags"), [
+    ("Rating: Safe Score: 0 Tags: barefoot candy User: someone", ("barefoot", "candy")),
+    ("Rating: Safe Score: 0 Tags:    blue_hair   long_hair    User:   x", ("blue_hair", "long_hair")),
+    ("Rating: Safe Score: 0 Tags: User: x", ()),
+    ("Rating: Safe Score: 0 Tags: barefoot candy", ()),  # no User: after the tags
+    ("User: a Tags: sky User: b", ("sky",)),
+    ("Tags: a Tags: b User: c", ("a", "Tags:", "b")),
+    ("", ()),
+])
+def test_alt_text_tags_of_a_post_without_post_register(alt, tags):
+    page = KONACHAN_PAGE.replace("Rating: Questionable Score: 3 Tags: blue_hair long_hair User: x", alt)
+    assert parse_moebooru_listing(page, PAGE_URL).posts[1].tags == tags
+
+
+def test_alt_text_tags_are_read_in_linear_time():
+    """A run of spaces after "Tags:" with no "User:" made the regular expression backtrack
+    cubically (2,000 spaces took 5 s). Four times the spaces must not take much more than four
+    times as long."""
+    def page(spaces: int) -> str:
+        return KONACHAN_PAGE.replace("Tags: blue_hair long_hair User: x", "Tags:" + " " * spaces + "x")
+
+    small, large = page(300), page(1200)
+    parse_moebooru_listing(small, PAGE_URL)  # warm up
+    ratio = _best_time(lambda: parse_moebooru_listing(large, PAGE_URL), repeats=5) / \
+        _best_time(lambda: parse_moebooru_listing(small, PAGE_URL), repeats=5)
+    assert ratio < 8.0, ratio  # linear: at most 4; cubic: 64
+    assert parse_moebooru_listing(large, PAGE_URL).posts[1].tags == ()
 
 
 def test_listing_posts_with_malformed_ids_are_skipped_and_named():

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -151,11 +153,16 @@ def session(slept: SleepRecorder) -> Iterator[PoliteSession]:
 
 
 class FakeClock:
-    def __init__(self) -> None:
+    """A clock that moves only when slept on, and by `tick` each time it is read: a deadline on it
+    is reached after a known number of reads, however fast or slow the machine is."""
+
+    def __init__(self, tick: float = 0.0) -> None:
         self.now = 0.0
+        self.tick = tick
         self.slept: list[float] = []
 
     def __call__(self) -> float:
+        self.now += self.tick
         return self.now
 
     def sleep(self, seconds: float) -> None:
@@ -240,12 +247,12 @@ def test_retry_after_pauses_the_host_for_every_thread(server: ScriptedServer) ->
     (None, None),
 ])
 def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
-    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc)
+    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
     assert parse_retry_after(header, now=now) == seconds
 
 
 def test_parse_retry_after_without_now_uses_the_current_time() -> None:
-    in_a_minute = datetime.now(timezone.utc).timestamp() + 60
+    in_a_minute = datetime.now(UTC).timestamp() + 60
     header = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(in_a_minute))
     assert 55 <= parse_retry_after(header) <= 60
 
@@ -581,6 +588,133 @@ def test_a_trickling_body_is_cut_at_the_deadline_and_retried(server: ScriptedSer
     # two attempts of 0.5 s each, plus one read of at most a byte's wait; the whole body would
     # take 4 s an attempt
     assert elapsed < 3.0
+
+
+class RawServer:
+    """One connection on 127.0.0.1 answered with what no HTTP server library sends: after the
+    request's head it sends `chunks`, `gap` seconds apart, then waits up to `stall` seconds for the
+    client to hang up. `cut_short` is set when the client hung up before all that was done; `sent`
+    counts the bytes sent."""
+
+    def __init__(self, chunks: Callable[[], Iterable[bytes]], gap: float = 0.0,
+                 stall: float = 0.0) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/data/a.jpg"
+        self._chunks, self._gap, self._stall = chunks, gap, stall
+        self.cut_short = threading.Event()
+        self.done = threading.Event()
+        self.sent = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _serve(self) -> None:
+        connection, _ = self._listener.accept()
+        with connection:
+            connection.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += connection.recv(4096)
+            try:
+                for chunk in self._chunks():
+                    connection.sendall(chunk)
+                    self.sent += len(chunk)
+                    time.sleep(self._gap)
+                if self._stall:
+                    connection.settimeout(self._stall)
+                    if connection.recv(1) == b"":
+                        self.cut_short.set()
+            except TimeoutError:
+                pass
+            except OSError:  # reset or broken pipe: the client hung up mid-send
+                self.cut_short.set()
+        self.done.set()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[..., RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(chunks: Callable[[], Iterable[bytes]], gap: float = 0.0, stall: float = 0.0) -> RawServer:
+        servers.append(RawServer(chunks, gap, stall))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _deadline_session(deadline: float, timeout: float = 5.0, clock: Callable[[], float] | None = None,
+                      ) -> PoliteSession:
+    extra = {} if clock is None else {"clock": clock}
+    return PoliteSession(USER_AGENT, rate=1000, timeout=timeout, deadline=deadline, retries=0,
+                         respect_robots=False, **extra)
+
+
+def test_a_trickled_status_line_and_headers_are_cut_at_the_deadline(
+        raw_server: Callable[..., RawServer]) -> None:
+    """A byte every 2 ms never trips the 5 s read timeout, and http.client takes 64 KiB a header
+    line: the status line and headers must fall under the 0.3 s deadline as the body does."""
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Padding: " + b"a" * 3000
+            + b"\r\nContent-Length: 2\r\n\r\nok")
+    server = raw_server(lambda: (head[i:i + 1] for i in range(len(head))), gap=0.002)
+    with _deadline_session(0.3) as polite, pytest.raises(FetchError) as caught:
+        polite.get(server.url)
+    assert "DeadlineExceeded" in str(caught.value) and "0.3 s deadline" in str(caught.value)
+    assert server.done.wait(10) and server.cut_short.is_set()
+    assert server.sent < len(head) // 2  # hung up long before the head was through (6 s)
+
+
+def test_endless_100_continue_lines_are_cut_at_the_deadline(
+        raw_server: Callable[..., RawServer]) -> None:
+    """http.client skips any number of interim 100 Continue answers; every read they take counts
+    towards the deadline. On a clock that moves 0.01 s a read, the 1 s deadline is reached after
+    about 100 reads of the 20,000 lines sent."""
+    server = raw_server(lambda: itertools.repeat(b"HTTP/1.1 100 Continue\r\n\r\n", 20_000), gap=0.001)
+    with _deadline_session(1.0, clock=FakeClock(tick=0.01)) as polite, \
+            pytest.raises(FetchError, match="DeadlineExceeded.*1 s deadline"):
+        polite.get(server.url)
+    assert server.done.wait(10) and server.cut_short.is_set()
+
+
+def test_a_read_waiting_at_the_deadline_ends_there_not_at_the_timeout(
+        raw_server: Callable[..., RawServer]) -> None:
+    """The server sends a status line, then nothing: the read waiting for the headers ends at the
+    0.3 s deadline, not at the 60 s read timeout (the server gives up waiting after 10 s)."""
+    server = raw_server(lambda: [b"HTTP/1.1 200 OK\r\n"], stall=10.0)
+    with _deadline_session(0.3, timeout=60.0) as polite, \
+            pytest.raises(FetchError, match="DeadlineExceeded.*0.3 s deadline"):
+        polite.get(server.url)
+    assert server.done.wait(15) and server.cut_short.is_set()
+
+
+def test_a_trickled_head_through_an_http_proxy_is_cut_at_the_deadline(
+        raw_server: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy in HTTP_PROXY is what the client reads from: its answer has the same deadline."""
+    head = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 3000 + b"\r\n\r\n"
+    proxy = raw_server(lambda: (head[i:i + 1] for i in range(len(head))), gap=0.002)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/data/a.jpg"))
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with _deadline_session(0.3) as polite, \
+            pytest.raises(FetchError, match="DeadlineExceeded.*0.3 s deadline"):
+        polite.get("http://booru.invalid/data/a.jpg")
+    assert proxy.done.wait(10) and proxy.sent < len(head) // 2
+
+
+def test_a_compressed_body_decoding_to_nothing_is_cut_at_the_deadline(
+        raw_server: Callable[..., RawServer]) -> None:
+    """A gzip header whose comment never ends decodes to no data: urllib3 reads on for more, and
+    each of those reads ends at the deadline."""
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Encoding: gzip\r\n"
+            b"Connection: close\r\n\r\n\x1f\x8b\x08\x10\x00\x00\x00\x00\x00\x03")
+    server = raw_server(lambda: itertools.chain([head], itertools.repeat(b"c", 3000)), gap=0.002)
+    with _deadline_session(0.3) as polite, \
+            pytest.raises(FetchError, match="DeadlineExceeded.*0.3 s deadline"):
+        polite.get(server.url)
+    assert server.done.wait(10) and server.cut_short.is_set()
+    assert server.sent < len(head) + 1500  # hung up long before the 6 s comment was through
 
 
 def test_a_slow_body_within_the_deadline_is_read_whole(server: ScriptedServer) -> None:

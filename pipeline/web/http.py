@@ -3,28 +3,36 @@
 Every request start, retries and robots.txt included, passes one per-host rate limiter; robots.txt
 is obeyed (RFC 9309); only failures that can heal are retried, and their waits follow what the
 server asked for (a Retry-After, a 429 or a 5xx pauses that host for every thread: the server means
-this client, not one request); bodies are bounded in size and in time, so a bad server can neither
-fill the disk nor hold a download forever; redirects stay on the origin the scrape was pointed at.
+this client, not one request); bodies are bounded in size, and every read of an answer, from its
+status line to its body's last byte, by the attempt's deadline, so a bad server can neither fill the
+disk nor hold a download forever; redirects stay on the origin the scrape was pointed at.
 urllib3's own Retry is not used because its retries would bypass the rate limiter.
 """
 
 from __future__ import annotations
 
+import http.client
+import io
 import logging
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
 from protego import Protego
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from pipeline.core.params import PipelineError, ScrapeParams
 
@@ -65,17 +73,114 @@ class DeadlineExceeded(requests.Timeout):
 
 @dataclass(frozen=True)
 class Deadline:
-    """The moment an attempt is given up: `seconds` after it started."""
+    """The moment an attempt is given up: `seconds` after it started, on `clock`."""
     seconds: float
-    at: float  # time.monotonic()
+    at: float
+    clock: Callable[[], float] = time.monotonic
 
     @classmethod
-    def start(cls, seconds: float) -> Deadline:
-        return cls(seconds, time.monotonic() + seconds)
+    def start(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        return cls(seconds, clock() + seconds, clock)
+
+    def remaining(self) -> float:
+        return self.at - self.clock()
+
+    def exceeded(self, url: str) -> DeadlineExceeded:
+        return DeadlineExceeded(f"{url}: not finished within its {self.seconds:g} s deadline")
 
     def check(self, url: str) -> None:
-        if time.monotonic() > self.at:
-            raise DeadlineExceeded(f"{url}: not finished within its {self.seconds:g} s deadline")
+        if self.remaining() < 0:
+            raise self.exceeded(url)
+
+
+_attempt = threading.local()  # .deadline: the Deadline of the request this thread is making
+
+
+class _DeadlineReads(io.RawIOBase):
+    """A response's socket reads, each bounded by the deadline as well as by the read timeout:
+    a server trickling its status line, its headers, endless `100 Continue` answers or its body
+    cannot hold an attempt past its deadline, and a read waiting at the deadline ends there."""
+
+    def __init__(self, sock: socket.socket, deadline: Deadline) -> None:
+        super().__init__()
+        self._sock = sock
+        self._reads = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._reads.fileno()
+
+    def readinto(self, buffer: bytearray | memoryview) -> int | None:
+        remaining = self._deadline.remaining()
+        if remaining <= 0:
+            raise TimeoutError(f"not finished within its {self._deadline.seconds:g} s deadline")
+        timeout = self._sock.gettimeout()  # the read timeout, restored for the connection's reuse
+        self._sock.settimeout(remaining if timeout is None else min(timeout, remaining))
+        try:
+            return self._reads.readinto(buffer)
+        finally:
+            self._sock.settimeout(timeout)
+
+    def close(self) -> None:
+        self._reads.close()
+        super().close()
+
+
+class _SocketWithDeadline:
+    """All that http.client's response asks of its socket, a file to read, with the reads bounded."""
+
+    def __init__(self, sock: socket.socket, deadline: Deadline) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReads(self._sock, self._deadline))
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """http.client's response, reading through the deadline of the request that asked for it."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        deadline: Deadline | None = getattr(_attempt, "deadline", None)
+        super().__init__(sock if deadline is None else _SocketWithDeadline(sock, deadline),
+                         *args, **kwargs)
+
+
+class _HTTPConnection(HTTPConnection):
+    response_class = _DeadlineResponse
+
+
+class _HTTPSConnection(HTTPSConnection):
+    response_class = _DeadlineResponse
+
+
+class _HTTPConnectionPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSConnectionPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_DEADLINE_POOLS = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter whose connections, direct or through an HTTP proxy, read each answer
+    within its request's deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _DEADLINE_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # a SOCKS proxy needs pools of its own kind
+            manager.pool_classes_by_scheme = _DEADLINE_POOLS
+        return manager
 
 
 @dataclass(frozen=True)
@@ -131,12 +236,12 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):  # Python 3.10 raises TypeError for some garbage
         return None
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return max(0.0, (_as_utc(when) - _as_utc(now)).total_seconds())
 
 
 def _as_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _hostname(url: str) -> str:
@@ -173,8 +278,9 @@ def redirect_allowed(source: str, target: str) -> bool:
 class PoliteSession:
     """A requests session that cannot be impolite: see the module docstring.
 
-    `sleep` is used for retry waits and server-requested pauses only; the rate limiter always
-    runs on the real clock, so a test that records sleeps cannot switch politeness off by accident.
+    `sleep` is used for retry waits and server-requested pauses only, and `clock` for deadlines
+    only; the rate limiter always runs on the real clock, so a test that records sleeps or moves
+    the clock cannot switch politeness off by accident.
     """
 
     def __init__(self, user_agent: str, rate: float, timeout: float = ScrapeParams.timeout,
@@ -182,10 +288,11 @@ class PoliteSession:
                  retries: int = ScrapeParams.retries, backoff: float = 1.0, max_backoff: float = 60.0,
                  default_retry_after: float = 30.0, max_retry_after: float = 300.0,
                  respect_robots: bool = True,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.user_agent = user_agent
         self.timeout = timeout  # to connect, and for each read
-        self.deadline = deadline  # for a whole attempt, body included
+        self.deadline = deadline  # for a whole attempt, from its status line to its body's end
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -193,8 +300,11 @@ class PoliteSession:
         self.max_retry_after = max_retry_after
         self.respect_robots = respect_robots
         self._sleep = sleep
+        self._clock = clock
         self._limiter = HostRateLimiter(rate)
         self._session = requests.Session()
+        for scheme in ("http://", "https://"):
+            self._session.mount(scheme, _DeadlineAdapter())
         self._session.headers["User-Agent"] = user_agent
         self._lock = threading.Lock()  # guards the counters and the robots lock table
         self._requests_sent = 0
@@ -299,10 +409,10 @@ class PoliteSession:
             self._wait_turn(host)
             with self._lock:
                 self._requests_sent += 1
-            deadline = Deadline.start(self.deadline)
+            deadline = Deadline.start(self.deadline, self._clock)
             try:
-                with self._session.get(url, timeout=self.timeout, stream=True,
-                                       allow_redirects=False) as response:
+                with _requested_within(deadline), self._session.get(
+                        url, timeout=self.timeout, stream=True, allow_redirects=False) as response:
                     if _is_cloudflare_challenge(response, url, deadline):
                         raise CloudflareChallenge(
                             f"{url}: the site is behind a Cloudflare bot challenge "
@@ -315,7 +425,9 @@ class PoliteSession:
                     reason = f"HTTP {response.status_code}"
                     pause = self._pause_asked(response)
             except TRANSIENT_ERRORS as exc:
-                status, reason, pause = None, f"{type(exc).__name__}: {exc}", None
+                # past the deadline, the deadline ended the attempt, whatever the error read like
+                failure = deadline.exceeded(url) if deadline.remaining() < 0 else exc
+                status, reason, pause = None, f"{type(failure).__name__}: {failure}", None
             except requests.RequestException as exc:  # a bad URL or body encoding: will not heal
                 raise FetchError(f"{url}: {type(exc).__name__}: {exc}", url=url) from exc
             if attempt >= self.retries:
@@ -373,6 +485,16 @@ class PoliteSession:
         return step / 2 + random.uniform(0, step / 2)
 
 
+@contextmanager
+def _requested_within(deadline: Deadline) -> Iterator[None]:
+    """Answers to requests this thread makes meanwhile are read within `deadline`."""
+    _attempt.deadline = deadline
+    try:
+        yield
+    finally:
+        _attempt.deadline = None
+
+
 def _is_cloudflare_challenge(response: requests.Response, url: str, deadline: Deadline) -> bool:
     if response.status_code not in (403, 503):
         return False
@@ -421,8 +543,8 @@ def _check_and_read(response: requests.Response, url: str, limits: BodyLimits,
 
 def _body_chunks(response: requests.Response, url: str, deadline: Deadline) -> Iterator[bytes]:
     """The decoded body as it arrives, the deadline checked between chunks. urllib3's read1 returns
-    what one socket read brings, and `timeout` bounds that read, so a server trickling bytes is
-    cut off at most `timeout` after the deadline; iter_content would wait for a whole chunk."""
+    what one socket read brings, and each read ends at the deadline (_DeadlineReads), so a server
+    trickling bytes is cut off there; iter_content would wait for a whole chunk."""
     while True:
         deadline.check(url)
         chunk = _read1(response.raw)
