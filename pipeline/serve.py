@@ -35,7 +35,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=port_number, default=8000,
                         help="port to listen on; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on; the page has no login, so keep it local "
+                        help="address to listen on; the page has no login, so keep it local. Requests "
+                             "must name this address (or localhost, on the loopback) as their Host "
                              "(default: %(default)s)")
     return parser.parse_args(argv)
 

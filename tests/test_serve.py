@@ -4,8 +4,10 @@ Playwright (skipped with a reason where no Chromium is installed; required under
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
+import logging
 import os
 import select
 import shutil
@@ -14,9 +16,11 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +36,14 @@ from pipeline.models.ema import recalibrate_batchnorm
 from pipeline.models.networks import Generator, NetConfig, load_generator, save_generator
 from pipeline.serve import main
 from pipeline.serving.faces import FaceServer
-from pipeline.serving.server import make_server
+from pipeline.serving.server import FacesHTTPServer, HostCheck, make_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 CONDITIONS = (("hair", ("black_hair", "blonde_hair", "blue_hair")), ("eyes", ("blue_eyes", "red_eyes")))
 KNOWN_TAGS = "hair: black_hair blonde_hair blue_hair; eyes: blue_eyes red_eyes"
 FACE_PX = 96  # 48 px faces upscaled 2x
+HANG_GUARD_S = 600  # only against a hang: a busy machine may be slow, never this slow
 
 
 def grid_px(faces: int) -> int:
@@ -59,23 +64,34 @@ def write_generator(path: Path, conditions: tuple = ()) -> Path:
     return path
 
 
-def start(path: Path) -> Iterator[str]:
-    """The real server for a generator file, in a thread, on a free port of 127.0.0.1."""
+@contextmanager
+def serving(path: Path, host: str = "127.0.0.1", **options: Any) -> Iterator[FacesHTTPServer]:
+    """The real server for a generator file, in a thread, on a free port of `host`."""
     generator, payload = load_generator(path, torch.device("cpu"))
-    server = make_server(FaceServer(generator, payload, path), "127.0.0.1", 0)
+    server = make_server(FaceServer(generator, payload, path), host, 0, **options)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server.url
+        yield server
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
 
 
+def start(path: Path) -> Iterator[str]:
+    with serving(path) as server:
+        yield server.url
+
+
 @pytest.fixture(scope="module")
-def conditional(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from start(write_generator(tmp_path_factory.mktemp("conditional") / "best.pt", CONDITIONS))
+def conditional_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_generator(tmp_path_factory.mktemp("conditional") / "best.pt", CONDITIONS)
+
+
+@pytest.fixture(scope="module")
+def conditional(conditional_file: Path) -> Iterator[str]:
+    yield from start(conditional_file)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +107,7 @@ def unconditional(unconditional_file: Path) -> Iterator[str]:
 def get(url: str) -> tuple[int, str, bytes]:
     """Status, content type and body, errors included."""
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
+        with urllib.request.urlopen(url, timeout=HANG_GUARD_S) as response:
             return response.status, response.headers["Content-Type"], response.read()
     except urllib.error.HTTPError as error:
         with error:
@@ -180,6 +196,15 @@ def refused(url: str, status: int = 400) -> str:
     ("n=4&seed=-1", "seed must be a whole number from 0 to 4294967295, got '-1'"),
     ("n=4&seed=4294967296", "seed must be a whole number from 0 to 4294967295, got '4294967296'"),
     ("n=4&seed=1_000", "seed must be a whole number from 0 to 4294967295, got '1_000'"),
+    ("n=4&seed=%D9%A3", "seed must be a whole number from 0 to 4294967295, got '\u0663'"),
+    ("n=4&temperature=0.0_5", "temperature must be a number in (0, 2], got '0.0_5'"),
+    ("n=4&temperature=%EF%BC%91", "temperature must be a number in (0, 2], got '\uff11'"),
+    ("n=4&temperature=%D9%A0.%D9%A5", "temperature must be a number in (0, 2], got '\u0660.\u0665'"),
+    ("n=4&temperature=%200.5", "temperature must be a number in (0, 2], got ' 0.5'"),
+    ("n=4&temperature=1e-1", "temperature must be a number in (0, 2], got '1e-1'"),
+    ("n=4&temperature=%2B1", "temperature must be a number in (0, 2], got '+1'"),
+    ("n=4&temperature=0.5.1", "temperature must be a number in (0, 2], got '0.5.1'"),
+    ("n=4&temperature=.", "temperature must be a number in (0, 2], got '.'"),
     ("seed=3", "n is required: the number of faces, 1 to 64"),
     ("", "n is required: the number of faces, 1 to 64"),
     ("n=0", "n must be a whole number from 1 to 64, got '0'"),
@@ -255,9 +280,169 @@ def test_page_needs_nothing_but_this_server(conditional: str) -> None:
             assert (attrs.get(key) or "faces.png?").startswith(("faces.png?", "data:")), (tag, attrs)
 
 
+def test_no_answer_names_a_folder_of_this_machine(conditional: str, conditional_file: Path) -> None:
+    """The file is shown by name (or relative to the project): a page or client learns no folder."""
+    folder = str(conditional_file.parent)
+    conditions = json.loads(get(f"{conditional}conditions.json")[2])
+    assert conditions["file"] == "best.pt"
+    html = page(conditional)
+    assert "conditioned on hair, eyes · best.pt</p>" in html
+    for body in (html, json.dumps(conditions), get(f"{conditional}nothing")[2].decode(),
+                 get(f"{conditional}faces.png?n=99")[2].decode()):
+        assert folder not in body
+
+
+def test_a_generator_inside_the_project_is_shown_relative_to_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    write_generator(project / "models" / "best.pt")
+    write_generator(tmp_path / "elsewhere" / "other.pt")
+    monkeypatch.chdir(project)
+    shown = {}
+    for path in (Path("models/best.pt"), project / "models" / "best.pt", Path("models/../models/best.pt"),
+                 Path("../elsewhere/other.pt"), tmp_path / "elsewhere" / "other.pt"):
+        generator, payload = load_generator(path, torch.device("cpu"))
+        shown[str(path)] = FaceServer(generator, payload, path).conditions()["file"]
+    assert list(shown.values()) == ["models/best.pt"] * 3 + ["other.pt"] * 2, shown
+
+
+def ask(server: FacesHTTPServer, path: str, host: str | None) -> tuple[int, str]:
+    """Status and body of a GET sent with this Host header (None: without one), as a page on
+    another site renamed to this machine would send it."""
+    connection = http.client.HTTPConnection(*server.server_address[:2], timeout=HANG_GUARD_S)
+    try:
+        connection.putrequest("GET", path, skip_host=True)
+        if host is not None:
+            connection.putheader("Host", host)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+FOREIGN_HOSTS = ("attacker.example:{port}", "attacker.example", "localhost.attacker.example:{port}",
+                 "127.0.0.1.nip.io:{port}", "127.0.0.1:{other}", "localhost", "localhost.:{port}",
+                 "user@127.0.0.1:{port}", "127.0.0.1:{port}/x", "", "\x1b[2J:{port}")
+
+
+def test_a_foreign_host_gets_421_with_one_line_and_nothing_else(conditional_file: Path) -> None:
+    """DNS rebinding: a page elsewhere renames its site to 127.0.0.1, but still sends its own name."""
+    with serving(conditional_file) as server:
+        port = server.server_address[1]
+        answers_to = f"127.0.0.1:{port}, localhost:{port}, [::1]:{port}"
+        for path in ("/", "/conditions.json", "/faces.png?n=4", "/nothing"):
+            for host in FOREIGN_HOSTS:
+                header = host.format(port=port, other=port + 1 if port < 65535 else port - 1)
+                refusal = f"unknown Host {header!r}; this server answers only to {answers_to}\n"
+                assert ask(server, path, header) == (421, refusal), (path, header)
+        assert ask(server, "/conditions.json", None) == (
+            400, f"the request has no Host header; this server answers only to {answers_to}\n")
+
+
+def test_the_names_of_the_loopback_address_are_served(conditional_file: Path) -> None:
+    with serving(conditional_file) as server:
+        port = server.server_address[1]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", f"[::1]:{port}",
+                     f"[0:0::1]:{port}"):
+            status, body = ask(server, "/conditions.json", host)
+            assert status == 200 and json.loads(body)["epoch"] == 1, host
+
+
+def test_an_ipv6_loopback_server_checks_the_host_too(conditional_file: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with serving(conditional_file, "::1") as server:
+        port = server.server_address[1]
+        for host in (f"[::1]:{port}", f"localhost:{port}", f"127.0.0.1:{port}"):
+            assert ask(server, "/conditions.json", host)[0] == 200, host
+        assert ask(server, "/", f"attacker.example:{port}") == (
+            421, f"unknown Host 'attacker.example:{port}'; this server answers only to [::1]:{port}, "
+                 f"localhost:{port}, 127.0.0.1:{port}\n")
+
+
+def test_host_check_for_every_kind_of_address() -> None:
+    everywhere = HostCheck.listening_on("0.0.0.0", "0.0.0.0", 8000)
+    for host in ("192.168.1.5:8000", "[fe80::1]:8000", "localhost:8000", f"{socket.gethostname()}:8000",
+                 "0.0.0.0:8000"):
+        assert everywhere.admits(host), host
+    for host in ("attacker.example:8000", "192.168.1.5:8001", "192.168.1.5", "192.168.001.5:8000"):
+        assert not everywhere.admits(host), host
+    assert everywhere.describe() == (f"an IP address of this machine, localhost or {socket.gethostname()}, "
+                                     "with port 8000")
+    lan = HostCheck.listening_on("192.168.1.5", "192.168.1.5", 8000)
+    assert lan.admits("192.168.1.5:8000")
+    assert not any(lan.admits(host) for host in ("localhost:8000", "127.0.0.1:8000", "192.168.1.6:8000"))
+    named = HostCheck.listening_on("box.lan", "192.168.1.5", 8000)
+    assert named.admits("box.lan:8000") and named.admits("BOX.lan:8000") and named.admits("192.168.1.5:8000")
+    assert named.describe() == "192.168.1.5:8000, box.lan:8000"
+    web = HostCheck.listening_on("localhost", "127.0.0.1", 80)
+    assert web.admits("localhost") and web.admits("localhost:80") and web.admits(" 127.0.0.1 ")
+    assert not web.admits("localhost:8000") and not web.admits("attacker.example")
+    loopback = HostCheck.listening_on("127.0.0.1", "127.0.0.1", 8000)
+    for host in ("", ":8000", "[::1", "::1:8000", "127.0.0.1:99999", "127.0.0.1:80a", "127.0.0.1:8000:8000",
+                 "127.0.0.1:+8000", "localhost%00:8000", "ｌocalhost:8000"):
+        assert not loopback.admits(host), host
+
+
+def test_an_idle_connection_is_closed_and_the_server_goes_on(unconditional_file: Path) -> None:
+    with serving(unconditional_file) as server:
+        assert 0 < server.idle_timeout_s <= 60
+    with serving(unconditional_file, idle_timeout_s=0.5) as server:
+        for sent in (b"", b"GET /conditions.json HTTP/1.1\r\n"):  # nothing, and a request never finished
+            with socket.create_connection(server.server_address[:2], timeout=HANG_GUARD_S) as idle:
+                idle.sendall(sent)
+                assert idle.recv(1) == b"", sent
+        assert get(f"{server.url}conditions.json")[0] == 200
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    """Polls; the deadline is only a guard against a hang."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not condition():
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.02)
+
+
+def test_a_grid_whose_client_left_is_not_drawn(unconditional_file: Path) -> None:
+    """The page drops a request when a control changes; the server skips that grid and draws the next."""
+    with serving(unconditional_file) as server:
+        drawn: list[bytes] = []
+        with server.faces.lock:  # the generator is busy: both requests wait for it
+            with socket.create_connection(server.server_address[:2], timeout=HANG_GUARD_S) as leaving:
+                leaving.sendall(f"GET /faces.png?n=64 HTTP/1.1\r\nHost: {server.url[7:-1]}\r\n\r\n".encode())
+            staying = threading.Thread(target=lambda: drawn.append(faces(server.url, "n=4")))
+            staying.start()
+        staying.join(HANG_GUARD_S)
+        wait_until(lambda: server.faces.drawn + server.faces.skipped == 2)
+        assert (server.faces.drawn, server.faces.skipped) == (1, 1)
+        assert decoded(drawn[0]).size == (grid_px(2), grid_px(2))
+
+
+def test_control_characters_from_a_request_reach_the_log_escaped(
+        unconditional_file: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with serving(unconditional_file) as server, caplog.at_level(logging.INFO, logger="pipeline.serve"):
+        with socket.create_connection(server.server_address[:2], timeout=HANG_GUARD_S) as client:
+            client.sendall(b"GET /\x1b[2J\x1b]0;owned\x07\x9b31m\\x1b HTTP/1.1\r\nHost: "
+                           + server.url[7:-1].encode() + b"\r\n\r\n")
+            reply = b"".join(iter(lambda: client.recv(65536), b""))
+    assert reply.startswith(b"HTTP/1.0 404 ")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "GET /\\x1b[2J\\x1b]0;owned\\x07\\x9b31m\\\\x1b HTTP/1.1" in logged
+    assert not any(character in logged for character in "\x1b\x07\x9b")
+
+
+def test_temperature_is_ascii_digits_and_one_dot(conditional: str) -> None:
+    assert faces(conditional, "n=4&temperature=.5") == faces(conditional, "n=4&temperature=0.50")
+    assert faces(conditional, "n=4&temperature=1.") == faces(conditional, "n=4")
+
+
 def test_missing_generator_is_one_line_from_the_real_command(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "pipeline.serve", "--generator", str(tmp_path / "none.pt"),
-                             "--port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                             "--port", "0"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=HANG_GUARD_S)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"error: {tmp_path / 'none.pt'}: generator not found; "
                                      "run the train and evaluate stages first (dvc repro evaluate)")
@@ -287,14 +472,14 @@ def test_real_command_prints_its_url_serves_and_stops_on_ctrl_c(unconditional_fi
                                "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     try:
-        ready, _, _ = select.select([server.stdout], [], [], 120)
-        assert ready, "no URL printed within 2 minutes"
+        ready, _, _ = select.select([server.stdout], [], [], HANG_GUARD_S)
+        assert ready, f"no URL printed within {HANG_GUARD_S} s"
         line = server.stdout.readline().strip()
         assert line.startswith("serving http://127.0.0.1:") and line.endswith("/ (Ctrl-C to stop)")
         url = line.split()[1]
         assert decoded(faces(url, "n=4&seed=1")).size == (grid_px(2), grid_px(2))
         server.send_signal(signal.SIGINT)
-        out, err = server.communicate(timeout=30)
+        out, err = server.communicate(timeout=HANG_GUARD_S)
     finally:
         if server.poll() is None:
             server.kill()

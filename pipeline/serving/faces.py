@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,21 +56,39 @@ def shown(value: str) -> str:
     return repr(value)
 
 
+# One rule for every number of a query: ASCII digits, and for the temperature at most one dot.
+# int() and float() also take '1_000', ' 7', '1e-1', '+1' and other scripts' digits, so they only
+# read what matched.
+WHOLE_NUMBER = re.compile(r"[0-9]{1,20}")
+DECIMAL_NUMBER = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
+
+
 def whole_number(name: str, text: str, low: int, high: int) -> int:
-    """ASCII digits only: int() would also take '1_000', ' 7' and other scripts' digits."""
-    if not re.fullmatch(r"[0-9]{1,20}", text) or not low <= int(text) <= high:
+    if not WHOLE_NUMBER.fullmatch(text) or not low <= int(text) <= high:
         raise PipelineError(f"{name} must be a whole number from {low} to {high}, got {shown(text)}")
     return int(text)
 
 
 def temperature_value(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = float(text) if DECIMAL_NUMBER.fullmatch(text) else math.nan
     if not 0 < value <= MAX_TEMPERATURE:  # nan fails both comparisons
         raise PipelineError(f"temperature must be a number in (0, {MAX_TEMPERATURE:g}], got {shown(text)}")
     return value
+
+
+def project_file(path: Path, project: Path) -> str:
+    """How clients see the generator file: relative to the project, else its name alone, as an
+    absolute path would tell any page about this machine's folders. abspath, not resolve: a link
+    into a cache keeps the name it was given."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.relative_to(os.path.abspath(project)).as_posix()
+    except ValueError:
+        return absolute.name
+
+
+def always() -> bool:
+    return True
 
 
 class FaceServer:
@@ -80,9 +99,12 @@ class FaceServer:
         self.generator = generator
         self.config = generator.config
         self.path = path
+        self.file = project_file(path, Path.cwd())
         self.description = describe_generator(payload)
         self.epoch = int(payload["epoch"])
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+        self.drawn = 0  # grids drawn, and grids skipped because their client had left
+        self.skipped = 0
         clash = [group for group, _ in self.config.conditions if group in SETTINGS]
         if clash:
             raise PipelineError(f"{path}: tag group {clash[0]!r} has the name of a query parameter "
@@ -96,7 +118,7 @@ class FaceServer:
         """What the page and other clients may ask for: /conditions.json."""
         return {
             "generator": self.description,
-            "file": str(self.path),
+            "file": self.file,
             "image_size": self.config.image_size,
             "epoch": self.epoch,
             "max_faces": MAX_FACES,
@@ -151,13 +173,19 @@ class FaceServer:
         asked = labels_for_tags(self.config, [tag for _, tag in query.tags if tag is not None])
         return asked.expand(query.n, -1).clone()
 
-    def png(self, query: FaceQuery) -> bytes:
-        """The grid as PNG bytes: ceil(sqrt(n)) faces a row, the same bytes for the same query."""
+    def png(self, query: FaceQuery, still_wanted: Callable[[], bool] = always) -> bytes | None:
+        """The grid as PNG bytes: ceil(sqrt(n)) faces a row, the same bytes for the same query.
+        None when still_wanted() says no once the generator is free: the time a grid waited for the
+        lock is when a page drops it for a newer one, and drawing it would only delay that one."""
         z = seeded_latents(query.n, self.config.nz, query.seed, query.temperature)
         labels = self.labels(query)
-        with self._lock:
+        with self.lock:
+            if not still_wanted():
+                self.skipped += 1
+                return None
             grid = image_grid(self.generator, z, columns=math.ceil(math.sqrt(query.n)), face_px=FACE_PX,
                               labels=labels)
+            self.drawn += 1
         buffer = io.BytesIO()
         grid.save(buffer, format="PNG")
         return buffer.getvalue()

@@ -155,7 +155,7 @@ def page_html(faces: FaceServer) -> str:
 </head>
 <body>
 <header><h1>anime-face DCGAN: faces</h1>
-<p id="generator">{escape(faces.description)}, {escape(conditioning)} · {escape(str(faces.path))}</p></header>
+<p id="generator">{escape(faces.description)}, {escape(conditioning)} · {escape(faces.file)}</p></header>
 <main>
 <form id="controls" aria-label="What to draw">
 {pickers}
