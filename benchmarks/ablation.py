@@ -35,6 +35,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "no-mbstd": ("no minibatch stddev in D", {"mbstd_group": 0}),
     "acgan-0.5": ("G's class term weighted 0.5", {"acgan_weight": 0.5}),
     "unconditional": ("no tag conditions", {"conditions": {}}),
+    "tac": ("TAC-GAN: a twin classifier of the fakes' labels", {"conditioning": "tac"}),
+    "resize": ("G upsamples by resizing and a 3x3 convolution", {"upsample": "resize"}),
+    "tac-resize": ("both", {"conditioning": "tac", "upsample": "resize"}),
 }
 # the scores of the table: eval.json's names
 COLUMNS = ("variety", "near_identical", "high_frequency", "coverage", "precision", "face_rate",

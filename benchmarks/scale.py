@@ -2,7 +2,7 @@
 
 python benchmarks/scale.py [--sizes 5000 10000 20000] [--steps 300] [--cache DIR] [--json PATH]
 
-The faces come from the demo booru's art (pipeline.web.demo_art), so no network and no test data
+The faces come from the demo booru's art (pipeline.demo.art), so no network and no test data
 are needed: each post is drawn, stored as the demo booru serves it (JPEG), and its known face boxes
 are cut out as the crop stage cuts detected ones (grown by crop.margin, resized to crop.size). The
 result is a folder laid out exactly as crop_faces writes its output (face PNGs and boxes.jsonl)
@@ -24,9 +24,7 @@ import math
 import multiprocessing
 import os
 import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,25 +37,31 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from harness import (
+    BUSY_CORES,
+    MeasuringProcess,
+    Phase,
+    available_cores,
+    cpu_description,
+    format_others,
+    mean_others_cores,
+    peak_rss_bytes,
+    send,
+    synchronize,
+)
 from PIL import Image
 
 from pipeline.core.cli import run_stage
-from pipeline.core.devices import (
-    available_cores,
-    busy_cpu_seconds,
-    cpu_description,
-    resolve_device,
-    synchronize,
-)
-from pipeline.core.params import CropParams, PipelineError, TrainParams, read_section
+from pipeline.core.devices import resolve_device
+from pipeline.core.params import CropParams, TrainParams, read_section
 from pipeline.data.curation import build_manifest
 from pipeline.data.faces import free_device_memory, load_faces, place_faces
 from pipeline.data.formats import BOXES_FILE, split_rows
+from pipeline.demo.art import Artwork, draw_artwork
 from pipeline.training.run import new_run
 from pipeline.training.sgan import labelled_subset
-from pipeline.training.step import build_step
+from pipeline.training.step import add_stats, build_step, zero_stats
 from pipeline.vision.cropping import cut, grow_box
-from pipeline.web.demo_art import Artwork, draw_artwork
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (5000, 10000, 20000)
@@ -69,11 +73,9 @@ JPEG_QUALITY = 92  # the demo booru serves its drawings as JPEG at this quality
 FACES_PER_POST = 1.78  # the demo art's mean number of characters per post, to size the drawing
 CACHE_FORMAT = 1
 MB = 1_000_000  # decimal megabytes, as docs/scale.md counts
-MESSAGE = "@scale "  # marks the child's result line among anything else it prints
 # Growth counts as about linear while a figure's ratio between two sizes stays within this factor
 # of the ratio of their face counts (time on a shared machine drifts by 20% or more).
 LINEAR_TOLERANCE = 1.3
-BUSY_CORES = 0.1  # other processes using more than this, on average, skew a CPU measurement
 
 
 # --- drawing the faces, once, into the cache ------------------------------------------------------
@@ -247,31 +249,8 @@ def train_params(args: argparse.Namespace, device: torch.device) -> TrainParams:
 
 def peak_rss() -> dict[str, int]:
     """This process's peak RSS (it holds the faces), and the largest of its reaped children's: the
-    manifest's hashing pool. Linux reports kilobytes."""
-    return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "workers_peak_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
-
-
-def own_cpu_seconds() -> float:
-    """CPU seconds of this process's threads and of its reaped children (the hashing pool)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-class Phase:
-    """Times one phase, and how many cores other processes kept busy meanwhile: on a shared
-    machine that is what tells a slow figure from a busy neighbour."""
-
-    def __enter__(self) -> Phase:
-        self.busy, self.own, self.started = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.seconds = time.perf_counter() - self.started
-        busy = busy_cpu_seconds()
-        self.others_cores = (None if busy is None or self.busy is None else
-                             max(0.0, (busy - self.busy) - (own_cpu_seconds() - self.own)) / self.seconds)
+    manifest's hashing pool."""
+    return {"peak_rss_bytes": peak_rss_bytes(), "workers_peak_rss_bytes": peak_rss_bytes(children=True)}
 
 
 def measure_size(args: argparse.Namespace) -> dict[str, Any]:
@@ -299,30 +278,29 @@ def measure_size(args: argparse.Namespace) -> dict[str, Any]:
     step = build_step(new_run(params, device), params, device)
     batch_size = max(1, min(params.batch_size, len(faces)))
     steps_per_epoch = max(1, len(faces) // batch_size)
-    totals = torch.zeros(6, device=device)
+    totals = zero_stats(device)
     order, position = faces.permutation(), 0
 
     def one_step() -> None:
         """train()'s sampling: a fresh permutation each epoch, cut into whole batches."""
-        nonlocal order, position, totals
+        nonlocal order, position
         if position == steps_per_epoch:
             order, position = faces.permutation(), 0
         index = order[position * batch_size:(position + 1) * batch_size]
         position += 1
         batch_labels = None if labels is None else labels[index].to(device, non_blocking=True)
-        totals += step(faces.batch(index), batch_labels)
+        add_stats(totals, step(faces.batch(index), batch_labels))
 
     for _ in range(args.warmup):
         one_step()
-    totals.tolist()
+    torch.stack(list(totals.values())).tolist()
     synchronize(device)
     with Phase() as steps_phase:
         for _ in range(args.steps):
             one_step()
-        sums = totals.tolist()  # the only host sync: waits for every queued step
+        sums = torch.stack(list(totals.values())).tolist()  # the only host sync: waits for every queued step
         synchronize(device)
     phases = (manifest_phase, load_phase, steps_phase)
-    others = [phase.others_cores for phase in phases]
 
     return {"faces": drawn, "manifest": stats, "manifest_seconds": manifest_phase.seconds,
             "train_faces": len(faces), "load_seconds": load_phase.seconds,
@@ -332,35 +310,24 @@ def measure_size(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": batch_size, "step_seconds": steps_phase.seconds,
             "steps_per_second": args.steps / steps_phase.seconds,
             "images_per_second": args.steps * batch_size / steps_phase.seconds,
-            "other_processes_cores": {"manifest": others[0], "load": others[1], "steps": others[2],
-                                      "all": None if None in others else
-                                      sum(o * p.seconds for o, p in zip(others, phases, strict=True))
-                                      / sum(p.seconds for p in phases)},
+            "other_processes_cores": {
+                "manifest": manifest_phase.others_cores, "load": load_phase.others_cores,
+                "steps": steps_phase.others_cores,
+                "all": mean_others_cores([(phase.others_cores, phase.seconds) for phase in phases])},
             "bf16": step.bf16, "channels_last": step.channels_last,
             "finite_losses": all(math.isfinite(v) for v in sums), **peak_rss()}
 
 
-def send(message: dict[str, Any]) -> None:
-    print(MESSAGE + json.dumps(message), flush=True)
-
-
 def run_size(args: argparse.Namespace, faces: Path, posts: Path, work: Path) -> dict[str, Any]:
-    """Measure one size in a fresh Python process; its result is the one marked line it prints."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--faces-dir", str(faces),
-               "--posts", str(posts), "--work", str(work), "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads),
-               "--params", str(args.params)]
+    """Measure one size in a fresh Python process; its result is the one answer it sends."""
+    arguments = ["--child", "--faces-dir", str(faces), "--posts", str(posts), "--work", str(work),
+                 "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
+                 "--threads", str(args.threads), "--params", str(args.params)]
     if args.precision:
-        command += ["--precision", args.precision]
-    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
-    result = None
-    for line in completed.stdout.splitlines():
-        if line.startswith(MESSAGE):
-            result = json.loads(line[len(MESSAGE):])
-        else:
-            print(line, file=sys.stderr)
-    if completed.returncode != 0 or result is None:
-        raise PipelineError(f"the measurement of {faces} failed (exit status {completed.returncode})")
+        arguments += ["--precision", args.precision]
+    with MeasuringProcess(Path(__file__).resolve(), arguments, f"measurement of {faces}") as child:
+        result = child.receive()
+        child.close()
     result["peak_rss_mb"] = result["peak_rss_bytes"] / MB
     return result
 
@@ -431,10 +398,6 @@ def describe_growth(g: dict[str, Any]) -> str:
             f"{g['resident_bytes_per_train_face']:,.0f}). "
             f"Time grew {verdict(g['time_linear'], ('manifest_seconds', 'load_seconds'))}, "
             f"memory {verdict(g['memory_linear'], ('resident_bytes', 'peak_rss_bytes'))}")
-
-
-def format_others(cores: float | None) -> str:
-    return "?" if cores is None else f"{cores:.2f} cores"
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,10 +23,22 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
+from harness import (
+    BUSY_CORES,
+    MeasuringProcess,
+    Phase,
+    available_cores,
+    cpu_description,
+    format_others,
+    mean_others_cores,
+    peak_rss_bytes,
+    send,
+    synchronize,
+)
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
@@ -37,18 +46,12 @@ from torchvision import datasets, transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from pipeline.core.cli import run_stage
-from pipeline.core.devices import (
-    available_cores,
-    busy_cpu_seconds,
-    cpu_description,
-    resolve_device,
-    synchronize,
-)
+from pipeline.core.devices import resolve_device
 from pipeline.core.params import PipelineError, TrainParams, read_section
 from pipeline.data.faces import Faces, free_device_memory, place_faces
 from pipeline.models.networks import Discriminator, Generator, NetConfig
 from pipeline.training.run import new_run
-from pipeline.training.step import Step, build_step, use_compile
+from pipeline.training.step import Step, add_stats, build_step, use_compile, zero_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTESTANTS = ("baseline", "ours")
@@ -62,8 +65,6 @@ DEFAULT_SECONDS = {"cuda": 20.0, "cpu": 60.0}
 DEFAULT_WARMUP = {"cuda": 50, "cpu": 5}
 DEFAULT_ROUNDS = 4
 MIB = 2**20
-BUSY_CORES = 0.1  # other processes using more than this, on average, skew a CPU measurement
-MESSAGE = "@train_throughput "  # marks the child's protocol lines among anything else it prints
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         return {"peak_memory_bytes": torch.cuda.max_memory_allocated(device),
                 "memory_kind": "CUDA max_memory_allocated"}
-    return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    return {"peak_memory_bytes": peak_rss_bytes(),
             "memory_kind": "peak RSS of the process"}
 
 
@@ -234,7 +235,7 @@ class BaselineContestant:
         self.batches.close()
         losses = (self.loop.loss_d_sum, self.loop.loss_g_sum)
         return {"faces": len(self.dataset), "finite_losses": all(math.isfinite(v) for v in losses),
-                "worker_peak_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+                "worker_peak_rss_bytes": peak_rss_bytes(children=True),
                 "settings": f"ImageFolder + DataLoader({BASELINE_WORKERS} workers), PIL decode + "
                             "transforms every epoch, fp32, contiguous, BCELoss(sigmoid(D)), "
                             "Adam (not fused), .item() every step"}
@@ -273,7 +274,7 @@ class OursContestant:
         bf16, channels_last = self.step_fn.bf16, self.step_fn.channels_last
         self.batch_size = max(1, min(params.batch_size, len(self.faces)))
         self.indices = EpochIndices(self.faces, self.batch_size)
-        self.totals = torch.zeros(6, device=device)
+        self.totals = zero_stats(device)
         self.device = device
         compiled = use_compile(params.compile, device)
         where = device.type if self.faces.resident else "host memory, copied per batch"
@@ -290,24 +291,19 @@ class OursContestant:
 
     def step(self) -> int:
         index = self.indices.next()
-        self.totals += self.step_fn(self.faces.batch(index), None)
+        add_stats(self.totals, self.step_fn(self.faces.batch(index), None))
         return self.batch_size
 
     def wait(self) -> None:
-        self.totals.tolist()  # the host sync: waits for every queued step
+        torch.stack(list(self.totals.values())).tolist()  # the host sync: waits for every queued step
         synchronize(self.device)
 
     def close(self) -> dict[str, Any]:
         return {"faces": len(self.faces), **self.flags, "settings": self.settings,
-                "finite_losses": all(math.isfinite(v) for v in self.totals.tolist())}
+                "finite_losses": all(math.isfinite(float(v)) for v in self.totals.values())}
 
 
 # --- a contestant's process: warm up once, then one timed window per request -----------------------
-
-
-def send(message: dict[str, Any]) -> None:
-    """One protocol line on stdout, marked so the parent can tell it from anything else printed."""
-    print(MESSAGE + json.dumps(message), flush=True)
 
 
 def serve(args: argparse.Namespace, device: torch.device) -> None:
@@ -352,8 +348,8 @@ def benchmark_params(args: argparse.Namespace, device: torch.device) -> TrainPar
     return params
 
 
-def child_command(args: argparse.Namespace, contestant: str) -> list[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--faces", str(args.faces),
+def child_arguments(args: argparse.Namespace, contestant: str) -> list[str]:
+    command = ["--faces", str(args.faces),
                "--device", args.device, "--seconds", str(args.seconds), "--warmup", str(args.warmup),
                "--rounds", str(args.rounds), "--threads", str(args.threads),
                "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
@@ -364,110 +360,43 @@ def child_command(args: argparse.Namespace, contestant: str) -> list[str]:
     return command
 
 
-class ContestantProcess:
-    """The parent's handle on one contestant's process: requests on stdin, answers on stdout."""
-
-    def __init__(self, args: argparse.Namespace, name: str) -> None:
-        self.name = name
-        self.process = subprocess.Popen(child_command(args, name), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, bufsize=1)
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.stdin: IO[str] = self.process.stdin
-        self.stdout: IO[str] = self.process.stdout
-
-    def receive(self) -> dict[str, Any]:
-        for line in self.stdout:
-            if line.startswith(MESSAGE):
-                return json.loads(line[len(MESSAGE):])
-            sys.stderr.write(line)  # whatever else it printed
-        status = self.process.wait()
-        raise PipelineError(f"the {self.name} measurement failed (exit status {status})")
-
-    def request(self, command: str) -> dict[str, Any]:
-        self.stdin.write(command + "\n")
-        self.stdin.flush()
-        return self.receive()
-
-    def finish(self) -> dict[str, Any]:
-        summary = self.request("done")
-        self.process.wait()
-        return summary
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+def start_contestant(args: argparse.Namespace, name: str) -> MeasuringProcess:
+    return MeasuringProcess(Path(__file__).resolve(), child_arguments(args, name), f"{name} measurement")
 
 
-def own_cpu_seconds() -> float | None:
-    """CPU seconds of this process and all its descendants, live or reaped (Linux /proc)."""
-    parents: dict[int, int] = {}
-    times: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # it exited meanwhile
-        fields = text[text.rindex(")") + 2:].split()
-        pid = int(stat.parent.name)
-        parents[pid] = int(fields[1])
-        times[pid] = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-    me = os.getpid()
-    if me not in times:
-        return None
-
-    def mine(pid: int) -> bool:
-        while pid > 1:
-            if pid == me:
-                return True
-            pid = parents.get(pid, 0)
-        return False
-
-    return sum(ticks for pid, ticks in times.items() if mine(pid)) / os.sysconf("SC_CLK_TCK")
+def timed_window(process: MeasuringProcess) -> dict[str, Any]:
+    with Phase() as phase:
+        window = process.request("measure")
+    return {**window, "other_processes_cores": phase.others_cores}
 
 
-def cpu_snapshot() -> tuple[float, float] | None:
-    """(machine busy, this benchmark's own) CPU seconds so far, where the OS tells them."""
-    busy, own = busy_cpu_seconds(), own_cpu_seconds()
-    return None if busy is None or own is None else (busy, own)
-
-
-def others_cores(before: tuple[float, float] | None, after: tuple[float, float] | None,
-                 wall: float) -> float | None:
-    """Cores that processes outside this benchmark kept busy, on average, over `wall` seconds."""
-    if before is None or after is None:
-        return None
-    return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / wall
-
-
-def timed_window(process: ContestantProcess) -> dict[str, Any]:
-    before, started = cpu_snapshot(), time.perf_counter()
-    window = process.request("measure")
-    wall = time.perf_counter() - started
-    return {**window, "other_processes_cores": others_cores(before, cpu_snapshot(), wall)}
+def finish(process: MeasuringProcess) -> dict[str, Any]:
+    """What only the end can tell (peak memory, the losses); the process then exits."""
+    summary = process.request("done")
+    process.close()
+    return summary
 
 
 def pooled(windows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
     """One contestant's figures over all its windows: images over seconds, not a mean of rates."""
     seconds = sum(w["seconds"] for w in windows)
     images = sum(w["images"] for w in windows)
-    others = [w["other_processes_cores"] for w in windows]
     return {"steps": sum(w["steps"] for w in windows), "images": images, "seconds": seconds,
             "images_per_second": images / seconds,
             "window_images_per_second": [w["images"] / w["seconds"] for w in windows],
-            "other_processes_cores": None if None in others else
-            sum(o * w["seconds"] for o, w in zip(others, windows, strict=True)) / seconds,
+            "other_processes_cores": mean_others_cores([(w["other_processes_cores"], w["seconds"])
+                                                        for w in windows]),
             **summary}
 
 
 def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Start and warm up each contestant in turn (never two at once), then alternate their windows:
     A B, B A, A B, ... so that drift in the machine's speed falls on both alike."""
-    processes: dict[str, ContestantProcess] = {}
+    processes: dict[str, MeasuringProcess] = {}
     try:
         for name in names:
             print(f"warming up {name}: {args.warmup} steps", file=sys.stderr, flush=True)
-            processes[name] = ContestantProcess(args, name)
+            processes[name] = start_contestant(args, name)
             processes[name].receive()  # ready
         windows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         for round_index in range(args.rounds):
@@ -476,7 +405,7 @@ def measure(args: argparse.Namespace, names: Sequence[str]) -> dict[str, dict[st
                   f"{args.seconds / args.rounds:g} s each", file=sys.stderr, flush=True)
             for name in order:
                 windows[name].append(timed_window(processes[name]))
-        return {name: pooled(windows[name], processes[name].finish()) for name in names}
+        return {name: pooled(windows[name], finish(processes[name])) for name in names}
     finally:
         for process in processes.values():
             process.stop()
@@ -522,10 +451,6 @@ def format_memory(result: dict[str, Any]) -> str:
 
 def format_spread(rates: list[float]) -> str:
     return f"{min(rates):,.1f}-{max(rates):,.1f}"
-
-
-def format_others(cores: float | None) -> str:
-    return "?" if cores is None else f"{cores:.2f} cores"
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from pipeline.vision.cropping import crop_folder
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], "pipeline.crop_faces")
     parser.add_argument("--input", type=Path, default=Path("data/raw/images"),
                         help="folder of illustrations (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("data/faces"),

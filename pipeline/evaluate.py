@@ -25,7 +25,7 @@ __all__ = ["Paths", "evaluate", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], "pipeline.evaluate")
     parser.add_argument("--snapshots", type=Path, default=Path("models/snapshots"),
                         help="train's generator snapshots (default: %(default)s)")
     parser.add_argument("--manifest", type=Path, default=Path("data/manifest.csv"),

@@ -4,6 +4,8 @@ python -m pipeline.generate --n 64 --seed 7 --out faces.png [--generator models/
                             [--tags TAG ...] [--size 96] [--temperature 1.0]
                             [--interpolate STEPS] [--fps 12]
 
+(installed, the same command is `anime-face-generate`.)
+
 --tags asks a tag-conditional generator for one value per tag group (`--tags blonde_hair
 blue_eyes`); the groups not named stay at "any".
 
@@ -22,7 +24,7 @@ from typing import TypeVar
 
 import torch
 
-from pipeline.core.cli import run_stage
+from pipeline.core.cli import command_name, run_stage
 from pipeline.core.files import save_png
 from pipeline.models.conditions import labels_for_tags
 from pipeline.models.networks import load_generator
@@ -44,7 +46,8 @@ def checked(kind: Callable[[str], T], ok: Callable[[T], bool], rule: str) -> Cal
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.generate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command_name("pipeline.generate"),
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--generator", type=Path, default=Path("models/best.pt"),
                         help="generator file written by the train stage (default: %(default)s)")
     parser.add_argument("--n", type=checked(int, lambda n: 1 <= n <= 4096, "must be in [1, 4096]"),
@@ -94,5 +97,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         save_png(strip, args.out)
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """The console command (pyproject's [project.scripts]), as `python -m` runs it."""
     run_stage(main)
+
+
+if __name__ == "__main__":
+    command()

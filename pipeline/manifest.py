@@ -20,7 +20,7 @@ from pipeline.data.curation import build_manifest
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], "pipeline.manifest")
     parser.add_argument("--input", type=Path, default=Path("data/faces"),
                         help="folder of face crops with boxes.jsonl (default: %(default)s)")
     parser.add_argument("--posts", type=Path, default=Path("data/raw/posts.jsonl"),

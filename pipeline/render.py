@@ -41,7 +41,7 @@ FINAL_FRAME_MS = 1500  # the timelapse holds its last frame, the generator as it
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], "pipeline.render")
     parser.add_argument("--input", type=Path, default=Path("models"),
                         help="folder holding best.pt and dvclive/ (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("reports"),

@@ -3,7 +3,7 @@
 python -m pipeline.scrape [--output data/raw]
 
 scrape.source picks the site adapter (pipeline/web/boorus.py) or a local folder or archive
-(pipeline/web/local_source.py); every site goes through the one polite session (pipeline/web/http.py).
+(pipeline/sources/local.py); every site goes through the one polite session (pipeline/web/http.py).
 The output folder is a growing collection: a rerun (after a kill, or with more pages) skips every
 post it already holds, so nothing is fetched twice.
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 from pipeline.core.cli import run_stage, stage_parser
 from pipeline.core.files import write_json
 from pipeline.core.params import read_section
-from pipeline.web.scraping import scrape
+from pipeline.sources.scraping import scrape
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], "pipeline.scrape")
     parser.add_argument("--output", type=Path, default=Path("data/raw"),
                         help="folder for images/ and posts.jsonl (default: %(default)s)")
     parser.add_argument("--stats", type=Path, default=Path("data/raw/scrape_stats.json"),

@@ -2,6 +2,8 @@
 
 python -m pipeline.serve [--generator models/best.pt] [--port 8000] [--host 127.0.0.1]
 
+(installed, the same command is `anime-face-serve`.)
+
 One local process draws every grid on the CPU, from the same seeded noise and grid as
 pipeline.generate; the page and the /faces.png endpoint are described in docs/serve.md.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.core.cli import run_stage
+from pipeline.core.cli import command_name, run_stage
 from pipeline.models.networks import load_generator
 from pipeline.serving.faces import FaceServer
 from pipeline.serving.server import make_server, serve
@@ -29,7 +31,8 @@ def port_number(text: str) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.serve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=command_name("pipeline.serve"),
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--generator", type=Path, default=Path("models/best.pt"),
                         help="generator file written by the train stage (default: %(default)s)")
     parser.add_argument("--port", type=port_number, default=8000,
@@ -47,5 +50,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve(make_server(FaceServer(generator, payload, args.generator), args.host, args.port))
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """The console command (pyproject's [project.scripts]), as `python -m` runs it."""
     run_stage(main)
+
+
+if __name__ == "__main__":
+    command()

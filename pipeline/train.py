@@ -1,6 +1,6 @@
 """Stage train: a GAN (DCGAN by default) on the manifest's train faces, logged with DVCLive.
 
-python -m pipeline.train [--input data/manifest.csv] [--output models]
+python -m pipeline.train [--input data/manifest.csv] [--output models] [-S train.epochs=5 ...]
 
 Reads the train section of params.yaml and nothing else: scoring is the evaluate stage's, so
 changing how a run is scored never retrains it. Writes EMA generator snapshots to
@@ -21,7 +21,7 @@ from pipeline.training.loop import train
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], "pipeline.train")
     parser.add_argument("--input", type=Path, default=Path("data/manifest.csv"),
                         help="face manifest (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=Path("models"),

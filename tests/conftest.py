@@ -1,6 +1,6 @@
 """Fixtures: faces cut from the demo art's drawings, the face cascade, and the opt-in real images.
 
-The default run needs nothing beside the project: the faces are drawn by pipeline/web/demo_art.py
+The default run needs nothing beside the project: the faces are drawn by pipeline/demo/art.py
 and the cascade comes through the project's own download-and-verify (or $LBPCASCADE_ANIMEFACE).
 Tests marked `realdata` run on real photographs, only when ANIME_FACE_TESTDATA names a folder
 with illustrations/ (40 real 1920x1080 wallpapers) and faces96/ (2,000 real 96 px face crops).
@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from pipeline.core.params import PipelineError
+from pipeline.demo.art import draw_artwork
 from pipeline.vision.cascade import CASCADE_ENV, resolve_cascade
-from pipeline.web.demo_art import draw_artwork
 
 TESTDATA_ENV = "ANIME_FACE_TESTDATA"
 REALDATA_REASON = f"real-image test: set {TESTDATA_ENV} to a folder with illustrations/ and faces96/"

@@ -1,31 +1,21 @@
-"""benchmarks/train_throughput.py runs end to end, on generated faces so no test data is needed."""
+"""benchmarks/train_throughput.py runs end to end, on generated faces so no test data is needed; the
+benchmarks' harness keeps its protocol, and what only benchmarks use stays out of pipeline/."""
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from helpers import BENCHMARK, ROOT, load_benchmark
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCHMARK = ROOT / "benchmarks" / "train_throughput.py"
-
-
-def load_benchmark(path: Path = BENCHMARK) -> ModuleType:
-    """A benchmark is a script, not a package module: load it from its path."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from pipeline.core.params import PipelineError
 
 
 def write_faces(folder: Path, count: int, size: int = 64) -> list[Path]:
@@ -87,3 +77,65 @@ def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
         report["ours"]["images_per_second"] / report["baseline"]["images_per_second"])
     assert report["machine"]["device"] == "cpu"
     assert "ours / baseline" in completed.stdout and "img/s" in completed.stdout
+
+
+def test_the_pipeline_holds_no_benchmark_helper() -> None:
+    """dvc.yaml makes the stages depend on pipeline/core: what only a benchmark uses lives in
+    benchmarks/harness.py, so editing it reruns no stage."""
+    devices = ROOT / "pipeline" / "core" / "devices.py"
+    defined = {node.name for node in ast.parse(devices.read_text()).body
+               if isinstance(node, ast.FunctionDef | ast.ClassDef)}
+    imported = {alias.name for path in (ROOT / "pipeline").rglob("*.py")
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.module == "pipeline.core.devices"
+                for alias in node.names}
+    assert defined and defined <= imported, f"only benchmarks use {sorted(defined - imported)}"
+
+
+PROTOCOL_CHILD = """
+import sys
+sys.path.insert(0, BENCHMARKS)
+from harness import send
+if sys.argv[1] == "crash":
+    sys.exit(5)
+print("a line of its own")
+send({"ready": True})
+for line in sys.stdin:
+    if line.strip() != "measure":
+        break
+    send({"measured": 1})
+send({"done": True})
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_measuring_process_protocol(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Requests one line each, marked answers back, anything else passed on to stderr, and a
+    process that fails is one error naming it."""
+    harness = load_benchmark(ROOT / "benchmarks" / "harness.py")
+    script = tmp_path / "child.py"
+    script.write_text(PROTOCOL_CHILD.replace("BENCHMARKS", repr(str(ROOT / "benchmarks"))))
+    with harness.MeasuringProcess(script, ["0"], "test measurement") as child:
+        assert child.receive() == {"ready": True}
+        assert child.request("measure") == {"measured": 1}
+        assert child.request("done") == {"done": True}
+        child.close()
+    assert "a line of its own" in capfd.readouterr().err
+
+    with harness.MeasuringProcess(script, ["3"], "test measurement") as child:
+        child.receive()
+        child.request("done")
+        with pytest.raises(PipelineError, match=r"^the test measurement failed \(exit status 3\)$"):
+            child.close()
+    with harness.MeasuringProcess(script, ["crash"], "test measurement") as child:
+        with pytest.raises(PipelineError, match=r"^the test measurement failed \(exit status 5\)$"):
+            child.receive()
+
+
+def test_others_cores_pool_over_spans() -> None:
+    harness = load_benchmark(ROOT / "benchmarks" / "harness.py")
+    assert harness.mean_others_cores([(1.0, 1.0), (0.0, 3.0)]) == pytest.approx(0.25)
+    assert harness.mean_others_cores([(1.0, 1.0), (None, 3.0)]) is None
+    with harness.Phase() as phase:
+        sum(range(10_000))
+    assert phase.seconds > 0 and (phase.others_cores is None or phase.others_cores >= 0)

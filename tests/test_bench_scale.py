@@ -10,13 +10,13 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from helpers import load_benchmark as load_script
 from PIL import Image
-from test_bench import load_benchmark as load_script
 
 from pipeline.core.params import CropParams, read_section
 from pipeline.data.formats import BOXES_FILE
+from pipeline.demo.booru import render_post
 from pipeline.vision import cropping
-from pipeline.web.demo_booru import render_post
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = ROOT / "benchmarks" / "scale.py"

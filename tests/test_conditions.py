@@ -8,9 +8,11 @@ import json
 
 import pytest
 import torch
+from helpers import as_trained
 from PIL import Image
 from torch import nn
 
+import pipeline.evaluation.conditional as conditional
 from pipeline.core.params import (
     CropParams,
     EvaluateParams,
@@ -27,16 +29,17 @@ from pipeline.evaluation.conditional import (
     predict,
     train_classifier,
 )
+from pipeline.models.classifier import fit_classifier
 from pipeline.models.conditions import hide_labels, labels_for_tags, training_like_labels
 from pipeline.models.losses import acgan_class_loss
 from pipeline.models.networks import (
-    ConditionalBatchNorm2d,
     Discriminator,
     Generator,
     NetConfig,
     any_labels,
     save_generator,
 )
+from pipeline.models.sampling import from_uint8
 from pipeline.training.loop import train
 from pipeline.training.run import new_run
 from pipeline.training.step import build_step
@@ -47,14 +50,6 @@ CONFIG = NetConfig(ngf=8, ndf=8, conditions=tuple(CONDITIONS.items()))
 HAIR_RGB = ((20, 20, 30), (240, 210, 120), (50, 90, 200))
 
 
-def as_trained(generator: Generator) -> Generator:
-    """A fresh conditional G draws the same faces for every label (its conditional norms start at
-    zero); give them the kind of weights training gives them."""
-    torch.manual_seed(1)
-    for module in generator.modules():
-        if isinstance(module, ConditionalBatchNorm2d):
-            nn.init.normal_(module.affine.weight, 0.0, 0.1)
-    return generator
 
 
 def row(tags: str, faces: str = "", split: str = "train") -> dict[str, str]:
@@ -98,7 +93,7 @@ def test_conditions_param_is_a_mapping_of_tag_lists():
 
 
 @pytest.mark.parametrize("size", [48, 64])
-@pytest.mark.parametrize("conditioning", ["projection", "acgan"])
+@pytest.mark.parametrize("conditioning", ["projection", "acgan", "tac"])
 def test_conditional_networks_take_labels(size, conditioning):
     config = NetConfig(image_size=size, ngf=8, ndf=8, conditions=CONFIG.conditions,
                        conditioning=conditioning)
@@ -114,6 +109,8 @@ def test_conditional_networks_take_labels(size, conditioning):
     out = discriminator(images, blonde)
     if conditioning == "acgan":
         assert out.shape == (4, 1 + 3 + 2)  # the logit, then each group's classes
+    elif conditioning == "tac":
+        assert out.shape == (4, 1 + 3 + 2 + 3 + 2)  # and the twin's classes
     else:
         assert out.shape == (4,)
         assert not torch.equal(out, discriminator(images, blue))  # projection: labels change D
@@ -289,3 +286,53 @@ def test_colour_augmentation_never_reaches_the_class_terms(conditions):
     run = new_run(params, torch.device("cpu"))
     policy = build_step(run, params, torch.device("cpu")).policy
     assert policy == (("translation", "cutout") if conditions else ("color", "translation", "cutout"))
+
+
+def test_the_twin_classifier_learns_what_the_generator_was_asked_for():
+    """TAC-GAN: D's twin head is trained on the fakes with the labels G was asked for, the first
+    head on the reals alone; G's class term is the first head's loss less the twin's."""
+    params = TrainParams(conditions=CONDITIONS, conditioning="tac", ngf=8, ndf=8, device="cpu",
+                         batch_size=16, lr=0.002)
+    torch.manual_seed(0)
+    run = new_run(params, torch.device("cpu"))
+    step = build_step(run, params, torch.device("cpu"))
+    classes = run.config.classes
+    reals = torch.randint(0, 256, (16, 3, 48, 48), dtype=torch.uint8)
+    labels = torch.zeros(16, len(CONDITIONS), dtype=torch.long)  # every face the first value
+
+    def twin_loss() -> float:
+        torch.manual_seed(1)
+        shown = labels.clone()
+        fakes = run.generator(torch.randn(16, params.nz), shown)
+        with torch.no_grad():
+            outputs = run.discriminator(fakes)
+        return float(acgan_class_loss(outputs[:, 1 + classes:], shown, run.config.group_sizes))
+
+    before = twin_loss()
+    for _ in range(10):
+        stats = step(reals, labels)
+        assert all(bool(torch.isfinite(value)) for value in stats.values())
+    assert twin_loss() < before
+
+
+def test_the_judge_is_fitted_by_the_shared_classifier_loop(monkeypatch):
+    """The conditional judge and the semi-supervised baseline are one loop (fit_classifier): the
+    judge's faces are scaled and randomly mirrored, its loss the class heads' alone."""
+    fits = []
+
+    def recorded(classifier, faces, labels, **how):
+        fits.append(how)
+        return fit_classifier(classifier, faces, labels, **how)
+
+    monkeypatch.setattr(conditional, "fit_classifier", recorded)
+    config = NetConfig(ngf=8, ndf=8, conditions=tuple(CONDITIONS.items()))
+    faces = torch.randint(0, 256, (12, 3, 48, 48), dtype=torch.uint8)
+    labels = torch.zeros(12, len(CONDITIONS), dtype=torch.long)
+    classifier = train_classifier(config, faces, labels, 2, 0, torch.device("cpu"))
+    [how] = fits
+    assert how["steps"] == 2 and not classifier.training
+    torch.manual_seed(0)
+    shown = how["prepare"](faces)
+    assert shown.min() >= -1 and shown.max() <= 1
+    assert all(torch.equal(image, from_uint8(face)) or torch.equal(image, from_uint8(face).flip(2))
+               for image, face in zip(shown, faces, strict=True))

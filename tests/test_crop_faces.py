@@ -8,12 +8,13 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from helpers import running
 from PIL import Image
-from test_hostile_files import running
 
+from pipeline.core.params import CropParams
 from pipeline.crop_faces import main
-from pipeline.vision.cropping import centre_square, cut, grow_box
-from pipeline.web.demo_art import Artwork, draw_artwork
+from pipeline.demo.art import Artwork, draw_artwork
+from pipeline.vision.cropping import centre_square, crop_image, cut, grow_box
 
 
 @pytest.fixture
@@ -146,7 +147,7 @@ def test_killed_run_keeps_the_previous_output(tmp_path, crop_params, drawings):
     child = subprocess.Popen([sys.executable, "-m", "pipeline.crop_faces", *args], cwd=root,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     staging = tmp_path / ".faces.partial"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300  # only against a hang
     while time.monotonic() < deadline and not list(staging.glob("*.png")):
         time.sleep(0.02)
     assert child.poll() is None, "the run ended before it could be killed"
@@ -155,7 +156,7 @@ def test_killed_run_keeps_the_previous_output(tmp_path, crop_params, drawings):
     assert workers
     child.send_signal(signal.SIGKILL)
     child.wait()
-    deadline = time.monotonic() + 30  # its workers notice and end too: none is left waiting
+    deadline = time.monotonic() + 300  # its workers notice and end too: none is left waiting
     while time.monotonic() < deadline and any(map(running, workers)):
         time.sleep(0.1)
     assert not any(map(running, workers))
@@ -176,12 +177,13 @@ def test_a_worker_starting_after_the_stage_died_ends_too(tmp_path):
     gone.wait()  # a pid that has ended: the stage, killed before this worker was ready
     worker = subprocess.Popen([sys.executable, "-c", (
         "import multiprocessing, time\n"
-        "from pipeline.vision.cropping import _init_worker\n"
-        f"_init_worker(None, 100, multiprocessing.RawArray('i', [-1]), "
-        f"multiprocessing.Value('i', 0), {gone.pid})\n"
+        "from pipeline.core.workers import _init_worker\n"
+        "from pipeline.vision.cropping import _crop_in_worker, _setup_worker\n"
+        f"_init_worker(_crop_in_worker, multiprocessing.RawArray('i', [-1]), "
+        f"multiprocessing.Value('i', 0), {gone.pid}, _setup_worker, (None, 100))\n"
         "time.sleep(60)\n")])
     try:
-        assert worker.wait(timeout=30) == 1
+        assert worker.wait(timeout=300) == 1
     finally:
         worker.kill()
 
@@ -317,3 +319,68 @@ def test_passthrough_takes_the_centre_square(tmp_path):
     assert record["box"] == record["crop_box"] == [50, 0, 100, 100]
     with Image.open(output / "wide_0.png") as face:
         assert face.size == (32, 32) and (np.asarray(face) == (200, 40, 90)).all()
+
+
+def noise_pictures(folder: Path, count: int) -> None:
+    """Pictures of noise: their face crops do not compress, each PNG is over 20 KB."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (120, 100, 3), dtype=np.uint8)).save(folder / f"noise_{i}.png")
+
+
+def test_a_face_that_cannot_be_written_stops_the_stage_with_one_line(tmp_path):
+    """A full disk, here a limit on the size of a file that every face exceeds, fails the write of a
+    face: the stage stops with one line naming it, and the previous output is left as it was."""
+    import resource
+    import subprocess
+    import sys
+
+    source, output = tmp_path / "in", tmp_path / "faces"
+    noise_pictures(source, 3)
+    params = tmp_path / "params.yaml"
+    params.write_text("crop:\n  mode: passthrough\n  workers: 1\n")
+    args = ["--params", str(params), "--input", str(source), "--output", str(output),
+            "--stats", str(tmp_path / "stats.json")]
+    main(args)
+    before = {path.name: path.read_bytes() for path in output.iterdir()}
+
+    def small_files_only() -> None:  # what a full disk does to the next write: EFBIG, as ENOSPC
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, 16_000))
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "pipeline.crop_faces", *args], cwd=root,
+                          capture_output=True, text=True, timeout=300, preexec_fn=small_files_only)
+    errors = [line for line in done.stderr.replace("\r", "\n").splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr
+    assert "could not write" in errors[0] and "_0.png" in errors[0] and "File too large" in errors[0]
+    assert {path.name: path.read_bytes() for path in output.iterdir()} == before
+
+
+def test_faces_and_boxes_are_on_the_disk_before_the_output_is_swapped_in(tmp_path, monkeypatch):
+    """A power loss after the stage leaves the whole new output or the old one, never empty faces
+    under their names: each face file, boxes.jsonl, and the folders that name them are fsynced."""
+    import os
+
+    synced: set[int] = set()
+    fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.add(os.fstat(fd).st_ino)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    source = tmp_path / "in"
+    noise_pictures(source, 2)
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    result = crop_image((source / "noise_0.png", folder, CropParams(mode="passthrough", size=32)))
+    assert [record["face"] for record in result.records] == ["noise_0_0.png"]
+    assert {(folder / "noise_0_0.png").stat().st_ino, folder.stat().st_ino} <= synced
+    synced.clear()  # the stage itself: its workers sync their faces as above; it syncs the rest
+    params = tmp_path / "params.yaml"
+    params.write_text("crop:\n  mode: passthrough\n  workers: 1\n")
+    output = tmp_path / "faces"
+    main(["--params", str(params), "--input", str(source), "--output", str(output),
+          "--stats", str(tmp_path / "stats.json")])
+    assert {(output / "boxes.jsonl").stat().st_ino, output.stat().st_ino, tmp_path.stat().st_ino} <= synced

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.web.demo_art import EYE_COLOURS, HAIR_COLOURS, Artwork, Colour, draw_artwork
+from pipeline.demo.art import EYE_COLOURS, HAIR_COLOURS, Artwork, Colour, draw_artwork
 
 COUNT_TAGS = {"1girl": 1, "2girls": 2, "3girls": 3, "4girls": 4, "5girls": 5}
 POSTS = range(60)

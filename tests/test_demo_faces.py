@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from pipeline.demo import art as demo_art
+from pipeline.demo.art import EYE_COLOURS, HAIR_COLOURS, Colour, draw_labelled_faces
 from pipeline.vision.cropping import cut, grow_box
-from pipeline.web import demo_art
-from pipeline.web.demo_art import EYE_COLOURS, HAIR_COLOURS, Colour, draw_labelled_faces
 
 SIZE, MARGIN = 96, 0.25
 

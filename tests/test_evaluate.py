@@ -236,29 +236,6 @@ def test_configured_weights_that_are_missing_or_foreign_are_one_clear_error(tmp_
         load_features(str(foreign), CPU)
 
 
-@pytest.fixture(scope="module")
-def random_inception_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Inception's architecture with random weights: the real file cannot be downloaded here, and
-    its numbers are not the point; the loading and feature path is."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tf_inception.torch, "load", lambda *args, **kwargs: {})
-        patch.setattr(tf_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-        torch.manual_seed(0)
-        network = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                                           feature_extractor_weights_path="unused")
-    path = tmp_path_factory.mktemp("weights") / "inception.pth"
-    torch.save(network.state_dict(), path)
-    return path
-
-
-def test_local_weights_give_inception_pool_features(random_inception_weights: Path) -> None:
-    features = load_features(str(random_inception_weights), CPU)
-    assert not isinstance(features, str)
-    with torch.no_grad():
-        pool = features(torch.zeros(2, 3, 48, 48, dtype=torch.uint8))
-    assert pool.shape == (2, 2048) and torch.isfinite(pool).all()
-
-
 def test_weights_come_from_the_param_then_the_environment(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     param, variable = tmp_path / "param.pth", tmp_path / "variable.pth"

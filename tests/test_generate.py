@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import as_trained, grid_px, render, write_models, write_params
 from PIL import Image
-from test_conditions import as_trained
-from test_render import grid_px, render, write_models, write_params
 
 from pipeline.core.cli import run_stage
 from pipeline.generate import main

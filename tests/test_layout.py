@@ -78,15 +78,75 @@ def test_no_module_imports_a_stage(module):
     assert not (imports(module) & stages), f"{module} imports a stage; move the code both need to a mechanism"
 
 
+# The rooms of the scrape side, each with the other rooms it may import (pipeline.core aside):
+# web holds HTTP and the site adapters, and knows nothing of what it fetches for; demo holds the
+# offline demo booru and the art it draws, a site of its own; sources drive a site (through web),
+# the demo booru or a local folder or archive into the collection.
+ROOMS = {
+    "pipeline.web": set(),
+    "pipeline.demo": set(),
+    "pipeline.sources": {"pipeline.web", "pipeline.demo"},
+}
+TORCH = {"torch", "torchvision", "torch_fidelity", "dvclive"}
+PICTURES = {"PIL", "numpy", "cv2"}  # what decodes or draws an image
+NETWORK_CLIENTS = {"requests", "urllib3", "bs4", "protego"}
+
+
+def room_of(module: str) -> str:
+    return module.rsplit(".", 1)[0]
+
+
+def in_rooms(*rooms: str) -> list[str]:
+    return [m for m in MODULES if room_of(m) in rooms]
+
+
+def project_imports(module: str) -> set[str]:
+    return {name for name in imports(module) if name in MODULES}
+
+
+def test_every_room_is_a_package_with_modules():
+    for room in ROOMS:
+        assert module_file(f"{room}.__init__").is_file(), room
+        assert in_rooms(room), f"{room} holds no module"
+
+
+@pytest.mark.parametrize("module", in_rooms(*ROOMS))
+def test_a_room_imports_only_what_it_may(module):
+    room = room_of(module)
+    allowed = {room, "pipeline.core", *ROOMS[room]}
+    stray = sorted(m for m in project_imports(module) if room_of(m) not in allowed)
+    assert not stray, f"{module} imports {stray}; {room} may import only {sorted(allowed)}"
+
+
+def test_the_sources_are_the_scrape_stages_alone():
+    """Only the scrape stage (and the sources themselves) import the sources."""
+    users = sorted(m for m in MODULES if room_of(m) != "pipeline.sources"
+                   and any(room_of(name) == "pipeline.sources" for name in project_imports(m)))
+    assert users == ["pipeline.scrape"]
+
+
 @pytest.mark.parametrize("module", [m for m in MODULES if m.startswith(("pipeline.models.",
                                                                          "pipeline.training."))])
-def test_models_and_training_never_import_web(module):
-    assert not [m for m in closure(module) if m.startswith("pipeline.web.")]
+def test_models_and_training_never_import_the_scrape_side(module):
+    assert not [m for m in closure(module) if room_of(m) in ROOMS]
 
 
-@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("pipeline.web.")])
-def test_web_never_imports_torch(module):
-    assert not (third_party(module) & {"torch", "torchvision", "torch_fidelity", "dvclive"})
+@pytest.mark.parametrize("module", in_rooms(*ROOMS))
+def test_the_scrape_side_never_imports_torch(module):
+    assert not (third_party(module) & TORCH)
+
+
+@pytest.mark.parametrize("module", in_rooms("pipeline.web"))
+def test_web_holds_no_picture_code(module):
+    """HTTP and the site adapters move bytes and read listings; decoding a picture is the
+    collection's, drawing one the demo's."""
+    assert not (third_party(module) & PICTURES)
+
+
+@pytest.mark.parametrize("module", in_rooms("pipeline.demo"))
+def test_the_demo_never_fetches(module):
+    """The demo booru serves its own drawings: it is a site, not a client of one."""
+    assert not (third_party(module) & NETWORK_CLIENTS)
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -118,3 +178,14 @@ def test_dvc_deps_are_exactly_the_modules_the_stage_runs(name):
         assert files <= runs, f"{name}: {dep} lists {sorted(files - runs)}, which the stage never imports"
         covered |= files
     assert runs <= covered, f"{name}: dvc.yaml misses {sorted(runs - covered)}"
+
+
+def test_test_modules_never_import_each_other():
+    """Shared test code lives in tests/helpers.py or conftest.py, so a test module runs alone."""
+    tests = Path(__file__).resolve().parent
+    for module in tests.glob("test_*.py"):
+        tree = ast.parse(module.read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not {name for name in imported if name.startswith("test_")}, module.name

@@ -19,9 +19,9 @@ from pipeline.crop_faces import main as crop_main
 from pipeline.data.formats import read_manifest
 from pipeline.manifest import main as manifest_main
 from pipeline.scrape import main as scrape_main
+from pipeline.sources import local as local_source
+from pipeline.sources.sidecars import FACE_MAX_TAGS, SIDECAR_MAX_BYTES, TAG_MAX_CHARS, read_sidecar
 from pipeline.train import main as train_main
-from pipeline.web import local_source
-from pipeline.web.sidecars import FACE_MAX_TAGS, SIDECAR_MAX_BYTES, TAG_MAX_CHARS, read_sidecar
 
 KINDS = ["folder", "zip", "tar_sidecars_first", "tar_images_first", "tar_name_order"]
 
@@ -121,6 +121,69 @@ def test_sidecar_tags(tmp_path, caplog, kind):
     assert tags_of(records) == EXPECTED
     assert stats["downloaded"] == len(EXPECTED) and stats["failed"] == 0
     assert stats["bad_sidecars"] == 0 and scrape_warnings(caplog) == []
+
+
+# gallery-dl's layout: the metadata of `x.png` in `x.png.json`, the image's full name plus .json,
+# holding the post as the site's API gave it (the fields of Danbooru's, Moebooru's and Gelbooru's post JSON)
+GALLERY_DL = {
+    "danbooru_1234.png": png(121),
+    "danbooru_1234.png.json": json.dumps({
+        "category": "danbooru", "id": 1234, "md5": "4f39" * 8, "rating": "g", "file_ext": "png",
+        "tag_string": "1girl solo  touhou\n", "tag_string_general": "1girl solo"}).encode(),
+    "konachan_334664.png": png(122),
+    "konachan_334664.png.json": json.dumps({
+        "category": "konachan", "id": 334664, "tags": "barefoot candy", "rating": "s",
+        "md5": "66226821ea227bda9a55c2672a62b06e", "created_at": 1700000000}).encode(),
+    "safebooru_6256119.png": png(123),
+    "safebooru_6256119.png.json": json.dumps({
+        "category": "gelbooru", "id": 6256119, "hash": "370bb4b2", "directory": 546,
+        "tags": " 1girl blonde_hair smile ", "rating": "general"}).encode(),
+    "listed.png": png(124),
+    "listed.png.json": json.dumps({"category": "x", "tags": ["long hair", " open  mouth "]}).encode(),
+    "both.png": png(125), "both.txt": b"smile", "both.png.json": b'{"tags": ["blush"]}',
+    "cats/c.png": png(126), "cats/c.png.json": b'{"tag_string": "whiskers"}',
+    "other.png": png(127), "other.jpg.json": b'{"tags": ["not this picture"]}',
+}
+GALLERY_DL_TAGS = {
+    "danbooru_1234.png": ["1girl", "solo", "touhou"],
+    "konachan_334664.png": ["barefoot", "candy"],
+    "safebooru_6256119.png": ["1girl", "blonde_hair", "smile"],
+    "listed.png": ["long_hair", "open_mouth"],
+    "both.png": ["blush", "smile"],
+    "cats/c.png": ["cats", "whiskers"],
+    "other.png": [],  # other.jpg.json is the metadata of other.jpg, which is not here
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gallery_dl_metadata_beside_the_image_gives_its_tags(tmp_path, caplog, kind):
+    caplog.set_level(logging.WARNING)
+    stats, records, _ = scrape(tmp_path, make_source(tmp_path, GALLERY_DL, kind))
+    assert tags_of(records) == GALLERY_DL_TAGS
+    assert stats["downloaded"] == len(GALLERY_DL_TAGS) and stats["failed"] == 0
+    assert stats["bad_sidecars"] == 0 and scrape_warnings(caplog) == []
+
+
+def test_booru_metadata_fields():
+    """`tags` (a list, or a string as Moebooru and Gelbooru write it) comes first; Danbooru's
+    `tag_string` is always split at spaces; a sidecar with neither, or of another type, says so."""
+    assert read_sidecar("a.jpg.json", b'{"tag_string": "a b,c"}').tags == ("a", "b,c")
+    assert read_sidecar("a.jpg.json", b'{"tags": ["x"], "tag_string": "y z"}').tags == ("x",)
+    neither = read_sidecar("a.jpg.json", b'{"id": 1, "tag_string_general": "a"}')
+    assert neither.tags == () and "tags or tag_string" in neither.problem
+    wrong = read_sidecar("a.jpg.json", b'{"tag_string": ["a"]}')
+    assert wrong.tags == () and wrong.problem == "tag_string is list, not a string"
+
+
+def test_gallery_dl_bad_metadata_is_counted_and_the_image_kept(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    files = {"a.png": png(131), "a.png.json": b"{cut short", "a.txt": b"kept"}
+    stats, records, _ = scrape(tmp_path, make_source(tmp_path, files, "tar_images_first"))
+    assert tags_of(records) == {"a.png": ["kept"]}
+    assert stats["bad_sidecars"] == 1
+    [line] = scrape_warnings(caplog)
+    assert line.startswith("sidecar a.png.json: not JSON")
+
 
 
 CLASSES = {
@@ -285,7 +348,7 @@ def test_a_sidecar_keeps_each_tag_once():
 
 
 def test_the_tags_a_tars_sidecars_hold_together_are_bounded(tmp_path, caplog, monkeypatch):
-    """Past local_source.TAR_SIDECARS_MAX_BYTES of tags held for a tar, its later sidecars are
+    """Past pipeline.sources.local.TAR_SIDECARS_MAX_BYTES of tags held for a tar, its later sidecars are
     refused and counted; their images are imported without those tags."""
     monkeypatch.setattr(local_source, "TAR_SIDECARS_MAX_BYTES", 20_000)
     files = {}

@@ -1,9 +1,16 @@
 import csv
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, children, running
 from PIL import Image, ImageEnhance
 
 from pipeline.core.params import PipelineError
@@ -173,3 +180,75 @@ def test_faces_in_image_and_labels_per_tag_group(tmp_path):
                                        "pink_hair": {"train": 0, "val": 0},
                                        "any": {"train": 3, "val": 0}}  # two faces; two hair tags
     assert stats["labels"]["eyes"]["red_eyes"] == {"train": 1, "val": 0}
+
+
+def reader_of(pipe: Path, pids: list[int]) -> int | None:
+    """The process among `pids` that has `pipe` open, if any."""
+    for pid in pids:
+        try:
+            if any(fd.resolve() == pipe.resolve() for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return pid
+        except OSError:  # ended, or its descriptors changed meanwhile
+            continue
+    return None
+
+
+def test_a_killed_hashing_worker_stops_the_stage_with_one_line(tmp_path):
+    """The kernel's OOM killer ends a hashing worker: the stage stops within seconds with one line
+    naming the face it was reading, the manifest is left as it was, and a rerun completes. Each
+    face is a named pipe held open with nothing in it, so a worker stays inside its face until the
+    test kills it."""
+    faces = tmp_path / "data" / "faces"
+    images = [noise_face(i) for i in range(2 * (os.cpu_count() or 1))]
+    make_faces(faces, images)
+    run_manifest(tmp_path, "")
+    manifest = tmp_path / "data" / "manifest.csv"
+    before = manifest.read_bytes()
+    pipes = sorted(faces.glob("*.png"))
+    for pipe in pipes:
+        pipe.unlink()
+        os.mkfifo(pipe)
+    command = [sys.executable, "-m", "pipeline.manifest", "--params", str(tmp_path / "params.yaml"),
+               "--input", str(faces), "--posts", str(tmp_path / "data" / "posts.jsonl"),
+               "--output", str(manifest), "--stats", str(tmp_path / "data" / "stats.json"),
+               "--tags", str(tmp_path / "data" / "tag_counts.json")]
+    stage = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    writers: list[int] = []  # write ends: a worker that opened its pipe now waits in read()
+    try:
+        victim, read = None, None
+        deadline = time.monotonic() + 300  # only against a hang
+        while read is None and time.monotonic() < deadline:
+            for pipe in pipes:
+                try:
+                    writers.append(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:  # nobody reads it yet
+                    continue
+                read = pipe
+                break
+            time.sleep(0.02)
+        while read is not None and victim is None and time.monotonic() < deadline:
+            victim = reader_of(read, children(stage.pid))
+        assert victim is not None and stage.poll() is None, "no worker started reading a face"
+        workers = children(stage.pid)
+        os.kill(victim, signal.SIGKILL)
+        _, err = stage.communicate(timeout=300)
+    finally:
+        for pid in children(stage.pid):  # never leave a worker waiting, whatever happened
+            os.kill(pid, signal.SIGKILL)
+        stage.kill()
+        for fd in writers:
+            os.close(fd)
+    errors = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("error:")]
+    assert stage.returncode == 2 and len(errors) == 1, err
+    assert f"manifest worker process died while reading {read.name} " in errors[0], errors[0]
+    assert manifest.read_bytes() == before
+    deadline = time.monotonic() + 300  # the other workers are ended too
+    while time.monotonic() < deadline and any(running(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(running(pid) for pid in workers)
+    for pipe, image in zip(pipes, images, strict=True):
+        pipe.unlink()
+        image.save(pipe)
+    _, stats = run_manifest(tmp_path, "")
+    assert stats["faces"] == len(images) and manifest.read_bytes() == before

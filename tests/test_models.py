@@ -7,6 +7,7 @@ from pipeline.models.networks import (
     Generator,
     MinibatchStddev,
     NetConfig,
+    _upsampling,
     load_generator,
     save_generator,
 )
@@ -74,3 +75,27 @@ def test_discriminator_with_minibatch_stddev(conditioning):
     assert any(isinstance(m, MinibatchStddev) for m in discriminator.modules())
     outputs = discriminator(torch.randn(8, 3, 48, 48), torch.zeros(8, 1, dtype=torch.long))
     assert outputs.shape == ((8, 3) if conditioning == "acgan" else (8,))
+
+
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+@pytest.mark.parametrize("size", [48, 64])
+def test_generator_upsampling(size, upsample):
+    config = NetConfig(image_size=size, ngf=8, ndf=8, upsample=upsample)
+    generator = Generator(config)
+    assert generator(torch.randn(3, config.nz)).shape == (3, 3, size, size)
+    strided = [m for m in generator.modules()
+               if isinstance(m, torch.nn.ConvTranspose2d) and m.stride == (2, 2)]
+    assert len(strided) == (4 if upsample == "transpose" else 0)
+
+
+def test_resizing_draws_no_checkerboard_where_a_transposed_convolution_does():
+    """On a flat input, a 4x4 stride-2 transposed convolution repeats its kernel's uneven overlap
+    every other pixel; nearest resizing then a 3x3 convolution stays flat away from the border."""
+    torch.manual_seed(0)
+    flat = torch.ones(1, 4, 8, 8)
+    for upsample, checkered in (("transpose", True), ("resize", False)):
+        layers = torch.nn.Sequential(*_upsampling(4, 2, NetConfig(upsample=upsample)))
+        inner = layers(flat)[:, :, 2:-2, 2:-2].detach()
+        assert inner.shape[-1] == 12
+        spread = float((inner - inner.mean((2, 3), keepdim=True)).abs().max())
+        assert (spread > 1e-3) == checkered

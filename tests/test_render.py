@@ -9,50 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import GRID_EPOCHS, RENDER_OUTPUTS, grid_px, render, write_models, write_params
 from PIL import Image
 
 from pipeline.core.params import PipelineError
-from pipeline.models.ema import recalibrate_batchnorm
-from pipeline.models.networks import Generator, NetConfig, save_generator
-from pipeline.models.sampling import sample_grid, slerp
-from pipeline.render import FINAL_FRAME_MS, METRICS_DIR, SAMPLES_DIR, main
+from pipeline.models.networks import NetConfig
+from pipeline.models.sampling import slerp
+from pipeline.render import FINAL_FRAME_MS, METRICS_DIR, SAMPLES_DIR
 from pipeline.rendering.figures import CAPTION_PX
-
-OUTPUTS = ("samples.png", "conditions.png", "interpolation.png", "interpolation.gif",
-           "timelapse.gif", "losses.png", "index.html")
-GRID_EPOCHS = (1, 3)
-METRICS = {
-    "loss_d": [1.30, 1.10, 0.95],
-    "loss_g": [0.80, 1.40, 1.90],
-    "d_real": [0.55, 0.66, 0.71],
-    "d_fake": [0.45, 0.38, 0.33],
-}
-
-
-def write_models(folder: Path, image_size: int, config: NetConfig | None = None) -> Path:
-    """A tiny untrained generator and the DVCLive TSVs and sample grids training would leave beside it.
-
-    Fresh DCGAN weights draw flat grey, which would make any two renders equal; calibrated
-    batch norm (as training leaves it) and a louder output layer give every face its own texture.
-    """
-    config = config or NetConfig(image_size=image_size, ngf=8)
-    generator = Generator(config)
-    recalibrate_batchnorm(generator, config.nz, torch.device("cpu"), seed=0, batches=1)
-    with torch.no_grad():
-        generator.net[-2].weight.mul_(10)
-    save_generator(folder / "best.pt", generator, config, ema=True, epoch=1)
-    metrics_dir = folder / METRICS_DIR
-    metrics_dir.mkdir(parents=True)
-    for name, values in METRICS.items():
-        rows = [f"timestamp\tstep\t{name}"]
-        rows += [f"{1_700_000_000 + step}\t{step}\t{value}" for step, value in enumerate(values)]
-        (metrics_dir / f"{name}.tsv").write_text("\n".join(rows) + "\n")
-    grids = folder / SAMPLES_DIR
-    grids.mkdir(parents=True)
-    for epoch in GRID_EPOCHS:
-        z = torch.randn(16, config.nz, generator=torch.Generator().manual_seed(epoch))
-        Image.fromarray(sample_grid(generator, z, nrow=4).numpy()).save(grids / f"{epoch:04d}.png")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -64,22 +28,6 @@ def pristine_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def models(pristine_models: Path, tmp_path: Path) -> Path:
     """A copy of the 48 px models for one test to change: copying is faster than building them again."""
     return Path(shutil.copytree(pristine_models, tmp_path / "models"))
-
-
-def write_params(path: Path, grid: int = 3, rows: int = 2, steps: int = 4, extra: str = "") -> Path:
-    """params.yaml with a small render section; `extra` adds lines to it ("  face_px: 64\n")."""
-    path.write_text(
-        f"train:\n  epochs: 1\nrender:\n  seed: 3\n  grid: {grid}\n"
-        f"  interpolation_rows: {rows}\n  interpolation_steps: {steps}\n{extra}"
-    )
-    return path
-
-
-def render(params: Path, models: Path, reports: Path) -> dict[str, bytes]:
-    """Run the stage with the report's optional inputs looked up beside `models` (absent unless written)."""
-    main(["--params", str(params), "--input", str(models), "--output", str(reports),
-          "--data", str(models.parent / "data"), "--metrics", str(models.parent / "metrics")])
-    return {name: (reports / name).read_bytes() for name in OUTPUTS}
 
 
 def gif_frames(path: Path) -> list[np.ndarray]:
@@ -98,11 +46,6 @@ def gif_durations(path: Path) -> list[int]:
             gif.seek(index)
             durations.append(gif.info["duration"])
     return durations
-
-
-def grid_px(cells: int, face_px: int) -> int:
-    """make_grid's width for `cells` faces with padding 2 around and between them."""
-    return cells * (face_px + 2) + 2
 
 
 @pytest.mark.parametrize(("image_size", "face_px_param", "face_px"), [(48, 96, 96), (64, 144, 192)])
@@ -133,7 +76,7 @@ def test_pictures_have_the_grid_geometry_and_are_deterministic(
         logged = grid_px(4, image_size)  # the grids as training logged them, under their epoch
         assert gif.size == (logged, logged + CAPTION_PX)
         assert gif.n_frames == len(GRID_EPOCHS)
-    assert sorted(path.name for path in (tmp_path / "first").iterdir()) == sorted(OUTPUTS)
+    assert sorted(path.name for path in (tmp_path / "first").iterdir()) == sorted(RENDER_OUTPUTS)
 
 
 def test_seed_and_temperature_change_only_the_generated_pictures(tmp_path: Path, models: Path) -> None:

@@ -11,13 +11,13 @@ import re
 import shutil
 import subprocess
 from html import unescape
-from html.parser import HTMLParser
 from pathlib import Path
+from string import Template
 
 import numpy as np
 import pytest
+from helpers import Elements, page_text_in, render, shipped, template_lines_in, write_models, write_params
 from PIL import Image
-from test_render import render, write_models, write_params
 
 from pipeline.core.params import PipelineError
 from pipeline.rendering.report import (
@@ -27,6 +27,7 @@ from pipeline.rendering.report import (
     evaluation_section,
     render_report,
 )
+from pipeline.rendering.templating import fill
 
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 WINDOW = (1280, 2400)
@@ -98,25 +99,6 @@ addEventListener("load", () => {
 </script>"""
 
 
-class Elements(HTMLParser):
-    """Every start tag with its attributes, in order."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-    def images(self) -> dict[str, str]:
-        return {attrs["id"] or "": attrs["src"] or "" for tag, attrs in self.tags if tag == "img"}
-
-    def find(self, tag: str, **wanted: str) -> list[dict[str, str | None]]:
-        return [attrs for name, attrs in self.tags
-                if name == tag and all(attrs.get(key) == value for key, value in wanted.items())]
-
-
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A render with every optional input present: data stats, training summary, evaluation."""
@@ -175,6 +157,31 @@ def test_page_needs_nothing_beside_it(full_run: Path) -> None:
         assert (attrs.get("src") or "data:").startswith("data:")
         assert (attrs.get("href") or "#").startswith("#")
     assert "@import" not in html and "url(" not in html
+
+
+def test_page_is_the_shipped_template_and_style(full_run: Path) -> None:
+    """The markup and style are package files, not code: report.html filled in, base.css then report.css."""
+    html = page(full_run)
+    style = re.search(r"<style>\n(.*?)</style>", html, re.S)[1]
+    assert style == shipped("pipeline.rendering", "base.css") + shipped("pipeline.rendering", "report.css")
+    assert "tr.best th" in style and "header h1" in style
+    assert template_lines_in(html, shipped("pipeline.rendering", "report.html")) == []
+    assert "$" not in html.replace(style, "")
+
+
+def test_report_code_holds_no_markup_style_or_script() -> None:
+    assert page_text_in("pipeline.rendering.report") == []
+
+
+def test_template_values_are_escaped_and_markup_is_not() -> None:
+    template = Template('<p title="$title">$body · $title</p>')
+    filled = fill(template, {"body": "<b>kept</b>"}, title='a"<&>')
+    assert filled == '<p title="a&quot;&lt;&amp;&gt;"><b>kept</b> · a&quot;&lt;&amp;&gt;</p>'
+    for markup, text in (({}, {"title": "x"}),  # $body left unfilled
+                         ({"body": ""}, {"title": "x", "tilte": "y"}),  # a name the template lacks
+                         ({"body": "", "title": ""}, {"title": "x"})):  # filled twice
+        with pytest.raises(ValueError, match="template wants"):
+            fill(template, markup, **text)
 
 
 def test_page_shows_params_data_training_and_scores(full_run: Path) -> None:
@@ -300,7 +307,7 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
                "--no-first-run", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--hide-scrollbars", "--force-device-scale-factor=1",
                f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -26,9 +27,8 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import Elements, as_trained, page_text_in, shipped, template_lines_in
 from PIL import Image
-from test_conditions import as_trained
-from test_report import Elements
 
 from pipeline.core.cli import run_stage
 from pipeline.generate import main as generate_main
@@ -36,6 +36,7 @@ from pipeline.models.ema import recalibrate_batchnorm
 from pipeline.models.networks import Generator, NetConfig, load_generator, save_generator
 from pipeline.serve import main
 from pipeline.serving.faces import FaceServer
+from pipeline.serving.page import page_html
 from pipeline.serving.server import FacesHTTPServer, HostCheck, make_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,6 +266,32 @@ def test_page_without_groups_has_no_pickers(unconditional: str) -> None:
     html = page(unconditional)
     assert not Elements(html).find("select", **{"class": "tag-picker"})
     assert "unconditional" in html and "<fieldset>" not in html
+
+
+def test_page_is_the_shipped_templates_filled(conditional: str) -> None:
+    """Markup, style and script are package files: page.html filled in, the report's base.css then
+    page.css as the style, page.js as the script."""
+    html = page(conditional)
+    style = re.search(r"<style>\n(.*?)</style>", html, re.S)[1]
+    assert style == shipped("pipeline.rendering", "base.css") + "\n" + shipped("pipeline.serving", "page.css")
+    script = re.search(r"<script>\n(.*?)</script>", html, re.S)[1]
+    assert script == shipped("pipeline.serving", "page.js")
+    assert 'getElementById("controls")' in script and "a.button" in style
+    assert template_lines_in(html, shipped("pipeline.serving", "page.html")) == []
+    assert "$" not in html.replace(style, "").replace(script, "")
+
+
+def test_page_code_holds_no_markup_style_or_script() -> None:
+    assert page_text_in("pipeline.serving.page") == []
+
+
+def test_a_file_name_with_markup_is_shown_escaped(conditional_file: Path, tmp_path: Path) -> None:
+    odd = tmp_path / 'odd<b>&"name.pt'
+    shutil.copyfile(conditional_file, odd)
+    generator, payload = load_generator(odd, torch.device("cpu"))
+    html = page_html(FaceServer(generator, payload, odd))
+    assert 'conditioned on hair, eyes · odd&lt;b&gt;&amp;&quot;name.pt</p>' in html
+    assert "<b>" not in html
 
 
 def test_page_needs_nothing_but_this_server(conditional: str) -> None:

@@ -139,6 +139,26 @@ def test_evaluate_scores_each_snapshot_and_keeps_the_best(trained):
     assert payload["epoch"] == scores["best_epoch"] and payload["selected_by"] == "coverage"
 
 
+def test_files_beside_the_snapshots_are_kept_and_not_scored(trained, tiny_manifest):
+    """Notes, a copy made by hand, a folder: neither a continued run nor a fresh one deletes what is
+    not a snapshot, and evaluate scores only the snapshots."""
+    params, paths = trained
+    foreign = [paths.snapshots / "notes.txt", paths.snapshots / "epoch-00002 (copy).pt",
+               paths.snapshots / "epoch-00002.pt.bak"]
+    for path in foreign:
+        path.write_bytes(b"kept by hand")
+    models = paths.snapshots.parent
+    train(tiny(epochs=4, snapshot_every=1), tiny_manifest, models)  # continues from epoch 3
+    assert all(path.read_bytes() == b"kept by hand" for path in foreign)
+    assert evaluate(params, paths)["snapshots_scored"] == 4
+    (paths.snapshots / "epoch-00007.pt").mkdir()  # a folder with a snapshot's name
+    train(tiny(epochs=1, snapshot_every=1, ngf=16), tiny_manifest, models)  # another network: fresh
+    assert all(path.read_bytes() == b"kept by hand" for path in foreign)
+    assert (paths.snapshots / "epoch-00007.pt").is_dir()
+    assert sorted(path.name for path in paths.snapshots.glob("epoch-?????.pt")) == ["epoch-00001.pt",
+                                                                                     "epoch-00007.pt"]
+
+
 def test_damaged_snapshot_is_left_out_and_counted(trained):
     params, paths = trained
     (paths.snapshots / "epoch-00002.pt").write_bytes(b"cut short by a power loss")

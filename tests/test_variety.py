@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipeline.core.params import EvaluateParams
+from pipeline.demo.art import draw_labelled_faces
 from pipeline.evaluation.scoring import Evaluator, selection_metric
 from pipeline.evaluation.variety import (
     RandomEmbedding,
@@ -20,7 +21,6 @@ from pipeline.evaluation.variety import (
     variety_scores,
     wilson_interval,
 )
-from pipeline.web.demo_art import draw_labelled_faces
 
 CPU = torch.device("cpu")
 

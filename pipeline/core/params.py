@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -32,7 +35,18 @@ LOSSES = ("nonsaturating", "hinge", "lsgan", "wgan-gp")
 OBJECTIVES = ("gan", "sgan")
 AUGMENT_MODES = ("off", "fixed", "adaptive")
 AUGMENT_POLICIES = ("color", "translation", "cutout")
-CONDITIONINGS = ("projection", "acgan")
+CONDITIONINGS = ("projection", "acgan", "tac")
+UPSAMPLINGS = ("transpose", "resize")
+# The serve page's own query parameters (faces.png?n=..&seed=..&temperature=..): every other query
+# parameter names a tag group, so no group may take one of these names.
+SERVE_SETTINGS = ("n", "seed", "temperature")
+ANY = "any"  # every tag group's value for a face unlabelled in it; its label is len(group's tags)
+# torch takes seeds below 2**64 and reads a negative one as an alias of a large one; stages draw
+# from a seed plus a small offset (render.seed + 2, train.seed + a rank and epoch), so seeds stop
+# at half that range and every such sum stays a valid seed.
+MAX_SEED = 2**63 - 1
+MAX_WORKERS = 256  # processes or threads: more than any machine's cores
+SHOWN_CHARS = 40  # of a refused value echoed in a message
 # Tag groups the generator is conditioned on by default: common booru tags, and the colours the demo
 # booru draws, so the default run learns them.
 DEFAULT_CONDITIONS: dict[str, tuple[str, ...]] = {
@@ -44,6 +58,30 @@ DEFAULT_CONDITIONS: dict[str, tuple[str, ...]] = {
 def _require(ok: bool, name: str, message: str) -> None:
     if not ok:
         raise ParamError(f"{name}: {message}")
+
+
+def _shown(value: Any) -> str:
+    """A refused value, cut short: a 400-digit number still makes a one-line message."""
+    text = str(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
+
+
+def _require_between(name: str, value: float, low: float, high: float, note: str = "") -> None:
+    """`value` in [low, high]; `note` says what the bounds mean, after them in the message."""
+    _require(low <= value <= high, name, f"must be in [{low}, {high}]{note}, got {_shown(value)}")
+
+
+def _require_seed(name: str, value: int) -> None:
+    _require(0 <= value <= MAX_SEED, name,
+             f"must be a whole number from 0 to {MAX_SEED}, got {_shown(value)}")
+
+
+def _unknown(name: str, kind: str, known: Iterable[str]) -> ParamError:
+    """An unknown name, with the closest known one when there is one, else all of them."""
+    known = list(known)
+    close = difflib.get_close_matches(name.rsplit(".", 1)[-1], known, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+    return ParamError(f"{_shown(name)}: unknown {kind}; {hint}")
 
 
 @dataclass(frozen=True)
@@ -72,30 +110,30 @@ class ScrapeParams:
         _require(self.source in SOURCES, "scrape.source",
                  f"unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
         _require(self.api in APIS, "scrape.api", f"must be one of {', '.join(APIS)}, got {self.api!r}")
-        _require(self.first_page >= 1, "scrape.first_page",
-                 f"must be at least 1, got {self.first_page}")
-        _require(self.pages >= 1, "scrape.pages", f"must be at least 1, got {self.pages}")
+        _require_between("scrape.first_page", self.first_page, 1, 1_000_000)
+        _require_between("scrape.pages", self.pages, 1, 100_000)
         _require(self.file in FILE_KINDS, "scrape.file",
                  f"must be one of {', '.join(FILE_KINDS)}, got {self.file!r}")
         unknown = sorted(set(self.ratings) - set(RATINGS))
         _require(bool(self.ratings) and not unknown, "scrape.ratings",
                  f"must list some of {', '.join(RATINGS)}, got {list(self.ratings)}")
-        _require(self.workers >= 1, "scrape.workers", f"must be at least 1, got {self.workers}")
-        _require(self.max_bytes >= 1024, "scrape.max_bytes",
-                 f"must be at least 1024, got {self.max_bytes}")
+        _require_between("scrape.workers", self.workers, 1, 64, " (all share the one rate limit)")
+        _require_between("scrape.max_bytes", self.max_bytes, 1024, 2_000_000_000,
+                         " (a download is held in memory)")
         if self.source == "local":
             _require(bool(self.local_path), "scrape.local_path",
                      "must name a folder, zip or tar of images when scrape.source is local")
-        _require(self.max_posts >= 0, "scrape.max_posts",
-                 f"must be 0 (no limit) or more, got {self.max_posts}")
-        _require(self.rate is None or self.rate > 0, "scrape.rate",
-                 f"must be a positive number of requests per second, got {self.rate}")
-        _require(self.timeout > 0, "scrape.timeout", f"must be positive, got {self.timeout}")
-        _require(self.deadline >= self.timeout, "scrape.deadline",
-                 f"must be at least scrape.timeout ({self.timeout}), got {self.deadline}")
-        _require(self.max_pixels >= 1_000_000, "scrape.max_pixels",
-                 f"must be at least 1000000 (one megapixel), got {self.max_pixels}")
-        _require(self.retries >= 0, "scrape.retries", f"must be 0 or more, got {self.retries}")
+        _require_between("scrape.max_posts", self.max_posts, 0, 10_000_000, " (0: no limit)")
+        _require(self.rate is None or 0.001 <= self.rate <= 1000, "scrape.rate",
+                 f"must be null (the source's own) or in [0.001, 1000] requests per second, got {self.rate}")
+        _require(0 < self.timeout <= 3600, "scrape.timeout",
+                 f"must be in (0, 3600] seconds, got {self.timeout}")
+        _require(self.timeout <= self.deadline <= 86400, "scrape.deadline",
+                 f"must be in [scrape.timeout ({self.timeout}), 86400] seconds, got {self.deadline}")
+        _require_between("scrape.max_pixels", self.max_pixels, 1_000_000, 1_000_000_000,
+                         " (one megapixel to a gigapixel)")
+        _require_between("scrape.retries", self.retries, 0, 20)
+        _require_seed("scrape.demo_seed", self.demo_seed)
         _require(bool(self.user_agent.strip()), "scrape.user_agent", "must not be empty")
         if self.base_url is not None:
             _require(self.base_url.startswith(("http://", "https://")), "scrape.base_url",
@@ -114,18 +152,16 @@ class CropParams:
     workers: int = 0
 
     def validate(self) -> None:
-        _require(self.scale_factor > 1.0, "crop.scale_factor",
-                 f"must be greater than 1, got {self.scale_factor}")
-        _require(self.min_neighbors >= 0, "crop.min_neighbors",
-                 f"must be 0 or more, got {self.min_neighbors}")
-        _require(self.min_size >= 8, "crop.min_size", f"must be at least 8, got {self.min_size}")
-        _require(self.size >= 16, "crop.size", f"must be at least 16, got {self.size}")
+        _require_between("crop.scale_factor", self.scale_factor, 1.01, 2,
+                         " (each smaller step scans many more scales)")
+        _require_between("crop.min_neighbors", self.min_neighbors, 0, 100)
+        _require_between("crop.min_size", self.min_size, 8, 4096, " (the smallest face side, in pixels)")
+        _require_between("crop.size", self.size, 16, 1024, " (the side of each saved face, in pixels)")
         _require(0.0 <= self.margin <= 2.0, "crop.margin",
                  f"is the share of the box added on each side, in [0, 2], got {self.margin}")
         _require(self.mode in CROP_MODES, "crop.mode",
                  f"must be one of {', '.join(CROP_MODES)}, got {self.mode!r}")
-        _require(self.workers >= 0, "crop.workers",
-                 f"must be 0 (all cores) or more, got {self.workers}")
+        _require_between("crop.workers", self.workers, 0, MAX_WORKERS, " (0: all cores)")
 
 
 @dataclass(frozen=True)
@@ -142,8 +178,7 @@ class ManifestParams:
         _require(-1 <= self.dedup_distance <= 64, "manifest.dedup_distance",
                  f"is a perceptual-hash Hamming distance in [0, 64] (-1: off), "
                  f"got {self.dedup_distance}")
-        _require(self.min_face_size >= 0, "manifest.min_face_size",
-                 f"must be 0 or more source pixels, got {self.min_face_size}")
+        _require_between("manifest.min_face_size", self.min_face_size, 0, 100_000, " source pixels")
 
 
 @dataclass(frozen=True)
@@ -171,6 +206,7 @@ class TrainParams:
     labelled_fraction: float = 0.1
     conditions: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CONDITIONS))
     conditioning: str = "acgan"
+    upsample: str = "transpose"
     flip: bool = True
     augment: str = "fixed"
     augment_policy: tuple[str, ...] = ("translation", "cutout")
@@ -208,14 +244,14 @@ class TrainParams:
                  f"got {list(self.augment_policy)}")
         _require(0.0 <= self.augment_p <= 1.0, "train.augment_p", f"must be in [0, 1], got {self.augment_p}")
         _require(0.0 < self.ada_target < 1.0, "train.ada_target", f"must be in (0, 1), got {self.ada_target}")
-        _require(self.ada_kimg >= 1, "train.ada_kimg", f"must be at least 1, got {self.ada_kimg}")
+        _require_between("train.ada_kimg", self.ada_kimg, 1, 1_000_000)
         _require(self.image_size in IMAGE_SIZES, "train.image_size",
                  f"must be one of {IMAGE_SIZES}, got {self.image_size}")
-        for name in ("nz", "ngf", "ndf", "epochs", "batch_size", "sample_every", "n_critic",
-                     "checkpoint_every", "snapshot_every"):
-            value = getattr(self, name)
-            _require(value >= 1, f"train.{name}", f"must be at least 1, got {value}")
-        _require(self.lr > 0, "train.lr", f"must be positive, got {self.lr}")
+        for name, most in (("nz", 1024), ("ngf", 512), ("ndf", 512), ("epochs", 100_000),
+                           ("batch_size", 4096), ("n_critic", 100), ("sample_every", 100_000),
+                           ("checkpoint_every", 100_000), ("snapshot_every", 100_000)):
+            _require_between(f"train.{name}", getattr(self, name), 1, most)
+        _require(0 < self.lr <= 1, "train.lr", f"must be in (0, 1], got {self.lr}")
         _require(0.0 <= self.beta1 < 1.0, "train.beta1", f"must be in [0, 1), got {self.beta1}")
         _require(0.5 < self.label_smoothing <= 1.0, "train.label_smoothing",
                  f"is the target for real images, in (0.5, 1], got {self.label_smoothing}")
@@ -233,12 +269,14 @@ class TrainParams:
                  f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _require(self.compile in ("auto", "on", "off"), "train.compile",
                  f"must be auto (on for CUDA), on or off, got {self.compile!r}")
-        _require(self.threads >= 0, "train.threads",
-                 f"must be 0 (all cores) or more, got {self.threads}")
+        _require_between("train.threads", self.threads, 0, MAX_WORKERS, " (0: all cores)")
+        _require_seed("train.seed", self.seed)
 
     def _validate_conditions(self) -> None:
         _require(self.conditioning in CONDITIONINGS, "train.conditioning",
                  f"must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
+        _require(self.upsample in UPSAMPLINGS, "train.upsample",
+                 f"must be one of {', '.join(UPSAMPLINGS)}, got {self.upsample!r}")
         if not self.conditions:
             return
         _require(self.objective == "gan", "train.conditions",
@@ -247,9 +285,15 @@ class TrainParams:
         for group, tags in self.conditions.items():
             name = f"train.conditions.{group}"
             _require(group.isidentifier(), name, "a group name is letters, digits and underscores")
+            _require(group not in SERVE_SETTINGS, name, "a group cannot take the name of a serve page "
+                     f"setting ({', '.join(SERVE_SETTINGS)})")
             _require(len(tags) >= 2 and len(set(tags)) == len(tags), name,
                      f"must list at least two different tags, got {list(tags)}")
             for tag in tags:
+                _require(tag != ANY, name, f"{tag!r} is every group's value for an unlabelled face, "
+                         "not a tag")
+                _require(bool(tag) and tag.split() == [tag], name,
+                         f"{_shown(repr(tag))} is not a tag: a post's tags are split on whitespace")
                 _require(tag not in seen, name, f"{tag!r} is already a tag of group {seen.get(tag)}")
                 seen[tag] = group
 
@@ -265,11 +309,10 @@ class RenderParams:
     gif_fps: int = 12
 
     def validate(self) -> None:
-        for name in ("grid", "interpolation_rows"):
-            value = getattr(self, name)
-            _require(value >= 1, f"render.{name}", f"must be at least 1, got {value}")
-        _require(self.interpolation_steps >= 2, "render.interpolation_steps",
-                 f"must be at least 2, got {self.interpolation_steps}")
+        _require_between("render.grid", self.grid, 1, 64, " (grid x grid faces in one picture)")
+        _require_between("render.interpolation_rows", self.interpolation_rows, 1, 64)
+        _require_between("render.interpolation_steps", self.interpolation_steps, 2, 1000)
+        _require_seed("render.seed", self.seed)
         _require(16 <= self.face_px <= 512, "render.face_px",
                  f"must be in [16, 512], got {self.face_px}")
         _require(0.0 < self.temperature <= 2.0, "render.temperature",
@@ -292,14 +335,13 @@ class EvaluateParams:
     device: str = "auto"
 
     def validate(self) -> None:
-        _require(self.snapshots >= 0, "evaluate.snapshots",
-                 f"must be 0 (the last snapshot only) or more, got {self.snapshots}")
-        for name in ("samples", "snapshot_samples", "batch_size", "nearest", "condition_samples",
-                     "classifier_steps"):
-            value = getattr(self, name)
-            _require(value >= 1, f"evaluate.{name}", f"must be at least 1, got {value}")
-        _require(self.face_rate_size >= 48, "evaluate.face_rate_size",
-                 f"must be at least the cascade's 48 px, got {self.face_rate_size}")
+        _require_between("evaluate.snapshots", self.snapshots, 0, 100_000, " (0: the last snapshot only)")
+        for name, most in (("samples", 100_000), ("snapshot_samples", 100_000), ("batch_size", 4096),
+                           ("nearest", 256), ("condition_samples", 10_000), ("classifier_steps", 100_000)):
+            _require_between(f"evaluate.{name}", getattr(self, name), 1, most)
+        _require_between("evaluate.face_rate_size", self.face_rate_size, 48, 512,
+                         " pixels, from the cascade's 48")
+        _require_seed("evaluate.seed", self.seed)
         _require(self.device in DEVICES, "evaluate.device",
                  f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
@@ -332,36 +374,62 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
     if kind is bool:
         _require(isinstance(value, bool), name, f"must be true or false, got {value!r}")
         return value
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind in (int, float):
-        ok = isinstance(value, kind) and not isinstance(value, bool)
-        _require(ok, name, f"must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}")
+    if kind is float:
+        return _finite_float(name, value)
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        _require(ok, name, f"must be an int, got {_shown(repr(value))}")
         return value
     _require(isinstance(value, str), name, f"must be a string, got {value!r}")
     return value
 
 
-def read_section(name: str, params_path: str | Path = "params.yaml") -> Any:
-    """Return the validated dataclass for one section of params.yaml (defaults for absent keys)."""
+def _finite_float(name: str, value: Any) -> float:
+    """YAML gives ints where floats are meant (rate: 2); .inf, .nan and numbers beyond a float's
+    range would pass some checks (nan fails every comparison) and break the stage later."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    _require(ok, name, f"must be a float, got {_shown(repr(value))}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf if value > 0 else -math.inf
+    _require(math.isfinite(number), name, f"must be a finite number, got {number}")
+    return number
+
+
+def read_params(params_path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Every section of params.yaml, validated (defaults for absent sections and keys). Each stage
+    checks the whole file, so a mistake in any section stops the first stage, not a later one
+    after hours of work."""
     path = Path(params_path)
     if not path.is_file():
         raise ParamError(f"{path}: params file not found (run from the project root or pass --params)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an int beyond Python's digit limit
         raise ParamError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
-    return parse_section(name, raw.get(name) or {})
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ParamError(f"{path}: must be a mapping of sections ({', '.join(SECTIONS)})")
+    for key in raw:
+        if key not in SECTIONS:
+            raise _unknown(str(key), "section", SECTIONS)
+    return {name: parse_section(name, {} if raw.get(name) is None else raw[name]) for name in SECTIONS}
+
+
+def read_section(name: str, params_path: str | Path = "params.yaml") -> Any:
+    """Return the validated dataclass for one section of params.yaml, the others checked too."""
+    return read_params(params_path)[name]
 
 
 def parse_section(name: str, values: dict[str, Any]) -> Any:
     cls = SECTIONS[name]
     if not isinstance(values, dict):
         raise ParamError(f"{name}: must be a mapping of settings")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ParamError(f"{name}.{unknown[0]}: unknown param (known: {', '.join(known)})")
+    known = [f.name for f in fields(cls)]
+    for key in values:
+        if key not in known:
+            raise _unknown(f"{name}.{key}", "param", known)
     kinds = get_type_hints(cls)
     kwargs = {key: _coerce(f"{name}.{key}", value, kinds[key]) for key, value in values.items()}
     params = cls(**kwargs)

@@ -16,7 +16,7 @@ MANIFEST_FIELDS = (
 # labels trust only the `solo` tag
 REQUIRED_FIELDS = MANIFEST_FIELDS[:-1]
 # csv refuses a field over 131,072 characters by default. A face's tags are bounded well under
-# that now (pipeline/web/sidecars.py), but a manifest made before may hold a longer tags field
+# that now (pipeline/sources/sidecars.py), but a manifest made before may hold a longer tags field
 MANIFEST_FIELD_MAX_CHARS = 1 << 30
 
 

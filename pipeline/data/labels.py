@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from pipeline.core.params import ANY
+
 Conditions = Mapping[str, Sequence[str]]  # group name -> its tags, in label order
-ANY = "any"  # the value of a face that is unlabelled in a group; its label is len(group's tags)
 SOLO_TAG = "solo"
 
 

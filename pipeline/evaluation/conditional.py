@@ -25,14 +25,15 @@ from torch import nn
 from pipeline.core.params import CropParams, EvaluateParams
 from pipeline.data.faces import condition_labels, resize_face
 from pipeline.data.formats import split_rows
+from pipeline.demo.art import draw_labelled_faces
 from pipeline.evaluation.memorisation import near_copy_share
 from pipeline.evaluation.scoring import Evaluator
 from pipeline.evaluation.variety import wilson_interval
+from pipeline.models.classifier import fit_classifier
 from pipeline.models.conditions import group_value_labels
 from pipeline.models.losses import acgan_class_loss
 from pipeline.models.networks import Discriminator, NetConfig
-from pipeline.models.sampling import generate
-from pipeline.web.demo_art import draw_labelled_faces
+from pipeline.models.sampling import from_uint8, generate
 
 log = logging.getLogger("pipeline.evaluate")
 
@@ -40,10 +41,6 @@ CLASSIFIER_BATCH = 64
 CLASSIFIER_LR = 2e-4
 JUDGE_TRAIN_FACES = 2000  # demo faces drawn for the judge to learn from
 JUDGE_TEST_FACES = 1000  # and for its ceiling
-
-
-def to_input(faces: torch.Tensor) -> torch.Tensor:
-    return faces.float().div(127.5).sub(1.0)
 
 
 def classifier_config(config: NetConfig) -> NetConfig:
@@ -58,28 +55,25 @@ def train_classifier(config: NetConfig, faces: torch.Tensor, labels: torch.Tenso
     random flips; the same seed gives the same classifier."""
     torch.manual_seed(seed)
     classifier = Discriminator(classifier_config(config)).to(device)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=CLASSIFIER_LR, betas=(0.5, 0.999))
-    faces, labels = faces.to(device), labels.to(device)
     sizes = config.group_sizes
-    classifier.train()
-    for _ in range(steps):
-        index = torch.randint(0, faces.shape[0], (min(CLASSIFIER_BATCH, faces.shape[0]),),
-                              device=device)
-        images = to_input(faces[index])
-        mirrored = torch.rand(images.shape[0], 1, 1, 1, device=device) < 0.5
-        images = torch.where(mirrored, images.flip(3), images)
-        loss = acgan_class_loss(classifier(images)[:, 1:], labels[index], sizes)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    fit_classifier(classifier, faces.to(device), labels.to(device), steps=steps, batch_size=CLASSIFIER_BATCH,
+                   lr=CLASSIFIER_LR, beta1=0.5, prepare=randomly_mirrored,
+                   loss=lambda outputs, asked: acgan_class_loss(outputs[:, 1:], asked, sizes))
     return classifier.eval()
+
+
+def randomly_mirrored(faces: torch.Tensor) -> torch.Tensor:
+    """uint8 faces in the networks' scale, each mirrored with probability 1/2 (faces are near symmetric)."""
+    images = from_uint8(faces)
+    mirrored = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < 0.5
+    return torch.where(mirrored, images.flip(3), images)
 
 
 @torch.no_grad()
 def predict(classifier: nn.Module, faces: torch.Tensor, sizes: tuple[int, ...],
             device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """(N, groups): the value each group's head finds most likely (never "any")."""
-    outputs = torch.cat([classifier(to_input(chunk.to(device)))[:, 1:].float().cpu()
+    outputs = torch.cat([classifier(from_uint8(chunk.to(device)))[:, 1:].float().cpu()
                          for chunk in faces.split(batch_size)])
     columns, start = [], 0
     for size in sizes:

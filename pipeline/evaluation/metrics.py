@@ -12,6 +12,8 @@ import math
 import numpy as np
 import torch
 
+from pipeline.models.sampling import from_uint8
+
 
 def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (unbiased) covariance of (N, D) features, in float64: FID's Gaussian fit."""
@@ -77,7 +79,7 @@ def kernel_inception_distance(real: np.ndarray, fake: np.ndarray, subsets: int, 
 
 def as_vectors(faces: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (N, 3, S, S) -> float (N, 3*S*S) in [-1, 1], the scale the generator draws in."""
-    return faces.to(device).float().div_(127.5).sub_(1.0).flatten(1)
+    return from_uint8(faces.to(device)).flatten(1)
 
 
 def nearest_faces(queries: torch.Tensor, faces: torch.Tensor, k: int, device: torch.device,

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.sampling import from_uint8
+
 THUMBNAIL = 12  # side of the thumbnails variety is measured on
 DUPLICATE_QUANTILE = 0.01  # train faces' nearest-neighbour distance below which two samples are alike
 PRDC_NEIGHBOURS = 5  # k of Naeem et al.
@@ -238,7 +240,7 @@ class RandomEmbedding(nn.Module):
         self.requires_grad_(False).eval()
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        images = faces.float().div(127.5).sub(1.0)
+        images = from_uint8(faces)
         if images.shape[-1] < SMALLEST_EMBEDDED:  # four halvings need a side of 16; faces are 48 or 64
             images = F.interpolate(images, size=(SMALLEST_EMBEDDED, SMALLEST_EMBEDDED), mode="nearest")
         return self.net(torch.cat([images, HIGH_PASS_GAIN * (images - box_blur(images))], 1))

@@ -78,9 +78,11 @@ def sgan_real_fake_logit(logits: torch.Tensor) -> torch.Tensor:
 
 
 def sgan_class_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the N + 1 outputs for labelled real faces; labels < 0 mean unlabelled."""
+    """The supervised term for labelled real faces, -log p(y | x, y < N+1) (Salimans et al. 2016):
+    cross-entropy over the N class logits alone, since a labelled face is known to be real and its
+    fake logit is left to the real-vs-fake term. Labels < 0 mean unlabelled."""
     labelled = (labels >= 0).float()
-    per_face = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
+    per_face = F.cross_entropy(logits[:, :-1].float(), labels.clamp(min=0), reduction="none")
     return (per_face * labelled).sum() / labelled.sum().clamp(min=1.0)  # no host sync
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+import reprlib
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,13 @@ import torch
 from torch import nn
 
 from pipeline.core.files import atomic_path
-from pipeline.core.params import IMAGE_SIZES, PipelineError
+from pipeline.core.params import ARCHS, CONDITIONINGS, IMAGE_SIZES, UPSAMPLINGS, PipelineError
 
 GENERATOR_FORMAT = "anime-face-dcgan/generator/1"
 SNAPSHOT_NAME = "epoch-{epoch:05d}.pt"  # train's EMA generator of that epoch, in models/snapshots/
 RAW_STATE = "raw_state_dict"  # a snapshot's raw (not averaged) generator weights, beside the EMA ones
 
 
-ARCHS = ("dcgan", "mlp")
 CONDITION_EMBEDDING = 32  # size of G's embedding of each tag group's value
 
 
@@ -51,7 +51,8 @@ class NetConfig:
     num_classes: int = 0  # > 0: D has num_classes + 1 outputs (the semi-supervised GAN)
     # tag groups G and D are conditioned on: ((group, (tag, ...)), ...); () is unconditional
     conditions: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    conditioning: str = "acgan"  # acgan | projection
+    conditioning: str = "acgan"  # acgan | tac | projection
+    upsample: str = "transpose"  # the DCGAN G's upsampling: transpose (4x4 stride 2) | resize (nearest, 3x3)
     mbstd_group: int = 0  # > 0: the DCGAN D's minibatch standard deviation over groups of this size
 
     @property
@@ -61,7 +62,18 @@ class NetConfig:
 
     @property
     def acgan(self) -> bool:
-        return bool(self.conditions) and self.conditioning == "acgan"
+        """D classifies the labels beside its logit (AC-GAN, and TAC-GAN's first classifier)."""
+        return bool(self.conditions) and self.conditioning in ("acgan", "tac")
+
+    @property
+    def twin(self) -> bool:
+        """D has TAC-GAN's twin classifier too, which learns the labels of the fakes."""
+        return bool(self.conditions) and self.conditioning == "tac"
+
+    @property
+    def classes(self) -> int:
+        """Class logits of one classifier: every group's values, "any" aside."""
+        return sum(self.group_sizes)
 
     @property
     def g_input(self) -> int:
@@ -76,8 +88,8 @@ class NetConfig:
 
     @property
     def d_outputs(self) -> int:
-        if self.acgan:
-            return 1 + sum(self.group_sizes)  # the logit, then each group's class logits
+        if self.acgan:  # the logit, then each group's class logits (twice with the twin)
+            return 1 + self.classes * (2 if self.twin else 1)
         return self.num_classes + 1 if self.num_classes else 1
 
 
@@ -133,8 +145,16 @@ def _norm(channels: int, c: NetConfig) -> nn.Module:
     return ConditionalBatchNorm2d(channels, CONDITION_EMBEDDING * len(c.conditions))
 
 
+def _upsampling(cin: int, cout: int, c: NetConfig) -> list[nn.Module]:
+    """Twice the side: a 4x4 transposed convolution, whose uneven overlap draws a checkerboard, or
+    nearest-neighbour resizing then a 3x3 convolution, which cannot (Odena et al. 2016)."""
+    if c.upsample == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=False)]
+    return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False)]
+
+
 def _up(cin: int, cout: int, c: NetConfig) -> list[nn.Module]:
-    return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), _norm(cout, c), nn.ReLU(True)]
+    return [*_upsampling(cin, cout, c), _norm(cout, c), nn.ReLU(True)]
 
 
 def _down(cin: int, cout: int, norm: bool = True) -> list[nn.Module]:
@@ -155,7 +175,7 @@ def _dcgan_generator(c: NetConfig) -> nn.Sequential:
         *_up(g * 8, g * 4, c),
         *_up(g * 4, g * 2, c),
         *_up(g * 2, g, c),
-        nn.ConvTranspose2d(g, c.nc, 4, 2, 1, bias=False),
+        *_upsampling(g, c.nc, c),
         nn.Tanh(),
     )
 
@@ -282,9 +302,122 @@ def save_generator(path: Path, generator: nn.Module, config: NetConfig, *, ema: 
         torch.save(payload, tmp)
 
 
+# What a generator file may ask for, checked before any layer is allocated: a damaged or hostile
+# file must not make the loader reserve gigabytes. Far above anything trained here (nz 100, ngf 32).
+CONFIG_LIMITS = {"nz": (1, 1024), "ngf": (1, 256), "ndf": (1, 256), "nc": (1, 4),
+                 "num_classes": (0, 1024), "mbstd_group": (0, 64)}
+CONFIG_CHOICES: dict[str, tuple[Any, ...]] = {"image_size": IMAGE_SIZES, "arch": ARCHS,
+                                              "conditioning": CONDITIONINGS, "upsample": UPSAMPLINGS}
+CONFIG_FLAGS = ("d_norm", "spectral_norm")
+MAX_GROUPS = 32  # tag groups a generator may be conditioned on
+MAX_GROUP_TAGS = 256  # values of one group
+
+
+class UnusableGenerator(ValueError):
+    """One field of a generator file's payload that this project cannot use, in words."""
+
+
+def _shown(value: object) -> str:
+    """A value from the file for a message: shortened, since a hostile file can hold a huge one."""
+    return reprlib.repr(value)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_sizes(config: dict[str, Any]) -> None:
+    for name, (low, high) in CONFIG_LIMITS.items():
+        if name in config and not (_is_whole(config[name]) and low <= config[name] <= high):
+            raise UnusableGenerator(f"config.{name} must be a whole number in [{low}, {high}], "
+                                    f"got {_shown(config[name])}")
+
+
+def _check_choices(config: dict[str, Any]) -> None:
+    for name, choices in CONFIG_CHOICES.items():
+        value = config.get(name, choices[0])  # an absent field keeps NetConfig's default
+        if type(value) is not type(choices[0]) or value not in choices:  # 48.0 == 48, True == 1
+            raise UnusableGenerator(f"config.{name} must be one of {', '.join(map(str, choices))}, "
+                                    f"got {_shown(value)}")
+    for name in CONFIG_FLAGS:
+        if not isinstance(config.get(name, False), bool):
+            raise UnusableGenerator(f"config.{name} must be true or false, got {_shown(config[name])}")
+
+
+def _checked_group(group: object) -> tuple[str, tuple[str, ...]]:
+    """One (name, tags) pair of config.conditions, as tuples; the rules of train.conditions."""
+    if not isinstance(group, (tuple, list)) or len(group) != 2:
+        raise UnusableGenerator(f"config.conditions holds {_shown(group)}, not a (group, tags) pair")
+    name, tags = group
+    if not isinstance(name, str) or not name.isidentifier():
+        raise UnusableGenerator(f"config.conditions group {_shown(name)} is not a name of letters, "
+                                "digits and underscores")
+    if not isinstance(tags, (tuple, list)) or not 2 <= len(tags) <= MAX_GROUP_TAGS:
+        got = f"{len(tags)}" if isinstance(tags, (tuple, list)) else _shown(tags)
+        raise UnusableGenerator(f"config.conditions group {_shown(name)} must list 2 to "
+                                f"{MAX_GROUP_TAGS} tags, got {got}")
+    if not all(isinstance(tag, str) for tag in tags) or len(set(tags)) != len(tags):
+        raise UnusableGenerator(f"config.conditions group {_shown(name)} must list different tag names, "
+                                f"got {_shown(tags)}")
+    return name, tuple(tags)
+
+
+def _checked_conditions(conditions: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(conditions, (tuple, list)):
+        raise UnusableGenerator(f"config.conditions must be a list of tag groups, got {_shown(conditions)}")
+    if len(conditions) > MAX_GROUPS:
+        raise UnusableGenerator(f"config.conditions may hold at most {MAX_GROUPS} tag groups, "
+                                f"got {len(conditions)}")
+    groups = tuple(_checked_group(group) for group in conditions)
+    names = [name for name, _ in groups]
+    if len(set(names)) != len(names):
+        raise UnusableGenerator(f"config.conditions names a tag group twice: {_shown(names)}")
+    return groups
+
+
+def _checked_config(config: object) -> NetConfig:
+    """The stored config as a NetConfig: every field of its type, every size within its limit, so
+    building the generator can neither fail on a type nor allocate without bound."""
+    if not isinstance(config, dict):
+        raise UnusableGenerator(f"config must be a mapping, got {_shown(config)}")
+    unknown = [key for key in config if key not in {field.name for field in fields(NetConfig)}]
+    if unknown:
+        raise UnusableGenerator(f"config has unknown keys {_shown(unknown)}")
+    _check_sizes(config)
+    _check_choices(config)
+    if "conditions" in config:
+        config = {**config, "conditions": _checked_conditions(config["conditions"])}
+    return NetConfig(**config)
+
+
+def _check_tensors(payload: dict[str, Any], key: str) -> None:
+    state = payload[key]
+    if not isinstance(state, dict) or not all(
+            isinstance(name, str) and isinstance(value, torch.Tensor) for name, value in state.items()):
+        raise UnusableGenerator(f"{key} must map parameter names to tensors")
+
+
+def checked_payload(payload: dict[str, Any]) -> NetConfig:
+    """The config of a generator file's payload, after every entry its readers use is checked;
+    raises UnusableGenerator naming the first that is not as save_generator writes it."""
+    for key in ("config", "state_dict", "ema", "epoch"):
+        if key not in payload:
+            raise UnusableGenerator(f"it has no {key}")
+    epoch = payload["epoch"]
+    if not (_is_whole(epoch) and epoch >= 0):
+        raise UnusableGenerator(f"epoch must be a whole number, 0 or more, got {_shown(epoch)}")
+    if not isinstance(payload["ema"], bool):
+        raise UnusableGenerator(f"ema must be true or false, got {_shown(payload['ema'])}")
+    _check_tensors(payload, "state_dict")
+    if RAW_STATE in payload:
+        _check_tensors(payload, RAW_STATE)
+    return _checked_config(payload["config"])
+
+
 def load_generator(path: Path, device: torch.device | str = "cpu") -> tuple[Generator, dict[str, Any]]:
-    """Load a generator file (a snapshot, models/best.pt) in eval mode; a missing or foreign file is one
-    clear error."""
+    """Load a generator file (a snapshot, models/best.pt) in eval mode; a missing, foreign or odd
+    file is one clear error. Tensors only are unpickled, and the payload is checked before the
+    network is built from it."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: generator not found; run the train and evaluate stages first "
@@ -296,7 +429,10 @@ def load_generator(path: Path, device: torch.device | str = "cpu") -> tuple[Gene
     if not isinstance(payload, dict) or payload.get("format") != GENERATOR_FORMAT:
         raise PipelineError(f"{path}: not a generator written by this project ({GENERATOR_FORMAT})")
     try:
-        config = NetConfig(**payload["config"])
+        config = checked_payload(payload)
+    except UnusableGenerator as exc:
+        raise PipelineError(f"{path}: unusable generator file: {exc}") from None
+    try:
         generator = Generator(config)
         generator.load_state_dict(payload["state_dict"])
     except (TypeError, RuntimeError, KeyError) as exc:

@@ -8,6 +8,11 @@ from torch import nn
 from torchvision.utils import make_grid
 
 
+def from_uint8(faces: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] faces -> float [-1, 1], the scale the generator draws in (to_uint8's inverse)."""
+    return faces.to(torch.float32).div(127.5).sub_(1.0)  # div makes a copy: the caller's stays
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Generator output in [-1, 1] -> uint8 [0, 255] on the CPU, as the real faces are stored."""
     return images.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()

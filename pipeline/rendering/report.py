@@ -4,6 +4,8 @@ The pictures are embedded as data URIs and the style is inline, so the single fi
 mails and archives whole. The rendered pictures are required; the other inputs (data stats,
 training summary, evaluation) are optional and show a note when absent, so the report renders at
 any point of the pipeline's life. Nothing in it depends on the clock: same inputs, same bytes.
+The markup and style are templates/report.html and report.css beside this module, after the
+templates/base.css it shares with pipeline.serve's page.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 
 from pipeline.core.files import write_text
 from pipeline.core.params import PipelineError
+from pipeline.rendering.templating import BASE_STYLE, fill, page_template, read_template
 
 log = logging.getLogger("pipeline.rendering.report")
 
@@ -94,43 +97,8 @@ NN_NOTE = ("each generated face beside its nearest training faces (pixel distanc
            "identical to its neighbour was memorised; blurry or grey samples all sit near the same "
            "average-looking faces, which is not memorisation")
 
-# the look this page shares with pipeline.serve's
-BASE_STYLE = """
-body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2125;
-       background: #f4f5f7; margin: 0; }
-header { background: #24292f; color: #fff; padding: 1.2rem 2rem; }
-header h1 { margin: 0 0 .3rem; font-size: 1.6rem; }
-header p { margin: 0; color: #c9d1d9; }
-"""
-STYLE = BASE_STYLE + """\
-nav { background: #fff; border-bottom: 1px solid #d0d7de; padding: .5rem 2rem; position: sticky; top: 0; }
-nav a { margin-right: 1.2rem; color: #0969da; text-decoration: none; }
-main { max-width: 1200px; margin: 0 auto; padding: 1rem 2rem 3rem; }
-section { background: #fff; border: 1px solid #d0d7de; border-radius: 6px; padding: .5rem 1.5rem 1.2rem;
-          margin: 1.2rem 0; }
-h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
-h3 { margin-bottom: .4rem; }
-figure { margin: 1rem 0; }
-figure img { max-width: 100%; height: auto; image-rendering: pixelated; border: 1px solid #d0d7de; }
-figcaption, .source { color: #57606a; font-size: .9rem; }
-table { border-collapse: collapse; margin: .4rem 0; }
-th, td { text-align: left; padding: .25rem .8rem .25rem 0; vertical-align: top;
-         border-bottom: 1px solid #eaeef2; }
-th { font-weight: 600; white-space: nowrap; }
-td.number { font-variant-numeric: tabular-nums; white-space: nowrap; }
-th.heading { white-space: normal; }
-td table { margin: 0; }
-ul.values { margin: 0; padding: 0; list-style: none; }
-.missing { color: #9a6700; background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px;
-           padding: .4rem .8rem; display: inline-block; }
-.na { color: #8c959f; font-style: italic; }
-.cards { display: flex; flex-wrap: wrap; gap: .8rem; margin: 1rem 0; }
-.card { border: 1px solid #d0d7de; border-radius: 6px; padding: .5rem 1rem; min-width: 9rem; }
-.card b { display: block; font-size: 1.5rem; }
-.bar { background: #54aeff; height: .8rem; display: inline-block; vertical-align: middle; }
-.columns { display: flex; flex-wrap: wrap; gap: 2rem; }
-tr.best th, tr.best td { font-weight: 700; background: #dafbe1; }
-"""
+PAGE = page_template("pipeline.rendering", "report.html")
+STYLE = read_template("pipeline.rendering", "report.css")  # after the shared BASE_STYLE
 
 
 @dataclass(frozen=True)
@@ -571,23 +539,8 @@ def render_report(inputs: ReportInputs, payload: Mapping[str, Any]) -> str:
         ("samples", "Samples"), ("conditions", "Conditions"), ("training", "Training"),
         ("interpolation", "Interpolation"), ("evaluation", "Evaluation"), ("data", "Data"),
         ("params", "Params")))
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>anime-face DCGAN: run report</title>
-<style>{STYLE}</style>
-</head>
-<body>
-<header><h1>anime-face DCGAN: run report</h1><p>{escape(describe_generator(payload))}</p></header>
-<nav>{links}</nav>
-<main>
-{"".join(sections)}
-</main>
-</body>
-</html>
-"""
+    markup = {"base_style": BASE_STYLE, "style": STYLE, "links": links, "sections": "".join(sections)}
+    return fill(PAGE, markup, generator=describe_generator(payload))
 
 
 def write_report(inputs: ReportInputs, payload: Mapping[str, Any], path: Path) -> None:

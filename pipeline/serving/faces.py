@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 import torch
 
+from pipeline.core.params import SERVE_SETTINGS as SETTINGS  # the query's own; the rest are tag groups
 from pipeline.core.params import PipelineError
 from pipeline.data.labels import ANY
 from pipeline.models.conditions import known_tags, labels_for_tags
@@ -34,7 +35,6 @@ MAX_SEED = 2**32 - 1  # exact in JavaScript numbers, so the page's seed box neve
 MAX_TEMPERATURE = 2.0
 DEFAULT_SEED = 0
 DEFAULT_TEMPERATURE = 1.0
-SETTINGS = ("n", "seed", "temperature")  # the query's own parameters; the rest are tag groups
 MAX_FIELDS = 32
 SHOWN_CHARS = 40  # of a rejected value echoed in a message
 

@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -16,12 +16,12 @@ from dvclive import Live
 from tqdm import tqdm
 
 from pipeline.core.params import PipelineError, TrainParams
-from pipeline.data.faces import condition_labels, free_device_memory, load_faces, place_faces
+from pipeline.data.faces import Faces, condition_labels, free_device_memory, load_faces, place_faces
 from pipeline.data.formats import split_rows
 from pipeline.models.ema import recalibrate_batchnorm
 from pipeline.models.networks import RAW_STATE, SNAPSHOT_NAME, NetConfig, save_generator
 from pipeline.models.sampling import sample_grid
-from pipeline.training.distributed import NoLive, setup_distributed
+from pipeline.training.distributed import NoLive, mean_over_ranks, setup_distributed
 from pipeline.training.run import (
     Run,
     net_config,
@@ -32,11 +32,22 @@ from pipeline.training.run import (
     try_resume,
 )
 from pipeline.training.sgan import labelled_subset, sgan_accuracies
-from pipeline.training.step import build_step, use_compile
+from pipeline.training.step import STAT_NAMES, Step, StepStats, add_stats, build_step, use_compile, zero_stats
 
 log = logging.getLogger("pipeline.train")
 
 SAMPLE_GRID = 64
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This rank's share of the train faces, their labels (None when the objective needs none)
+    and how the epoch cuts them into batches."""
+
+    faces: Faces
+    labels: torch.Tensor | None
+    batch_size: int
+    steps_per_epoch: int
 
 
 def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]:
@@ -46,10 +57,50 @@ def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]
     rank, world, device = setup_distributed(params.device)
     params = labelled_groups_only(params, manifest)
     config = net_config(params)
+    shard = load_shard(params, manifest, config, rank, world, device)
+    run = new_run(params, device)
+    checkpoint_path = output / "checkpoint.pt"
+    resumed = try_resume(checkpoint_path, run, params)
+    if rank == 0:
+        prune_snapshots(output / "snapshots", run.epoch)
+    if world > 1:
+        torch.manual_seed(params.seed + 1000 * rank + run.epoch)  # each rank its own noise and flips
+    step = build_step(run, params, device, world)
+    log_start(step, shard, rank, world)
+    fixed_z = torch.randn(SAMPLE_GRID, params.nz, device=device,
+                          generator=torch.Generator(device=device).manual_seed(params.seed))
+    live = open_live(output / "dvclive", rank, resumed, run.epoch)
+    live.log_metric("train_faces", len(shard.faces) * world, plot=False)
+    condition_rows = shard.labels if params.objective == "gan" else None  # what BN recalibration asks for
+    started, first_step = time.perf_counter(), run.step
+    summary: dict[str, float] = {}
+    for epoch in tqdm(range(run.epoch + 1, params.epochs + 1), desc="train", unit="epoch",
+                      initial=run.epoch, total=params.epochs, disable=rank != 0):
+        summary = epoch_summary(mean_over_ranks(run_epoch(step, shard)), shard.steps_per_epoch)
+        stop_unless_finite(summary, epoch, checkpoint_path, run.epoch)
+        run.epoch = epoch
+        log_epoch(live, summary, run.step * shard.batch_size * world)
+        if rank == 0:
+            write_epoch_outputs(output, run, params, config, device, condition_rows, fixed_z, live)
+        live.next_step()
 
+    elapsed = time.perf_counter() - started
+    summary["images_per_second"] = (run.step - first_step) * shard.batch_size * world / max(elapsed, 1e-9)
+    live.log_metric("images_per_second", summary["images_per_second"], plot=False)
+    if rank == 0:
+        finish(run, params, config, manifest, output, device, step.bf16, summary, live)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def load_shard(params: TrainParams, manifest: Path, config: NetConfig, rank: int, world: int,
+               device: torch.device) -> Shard:
+    """Every world-th train face from the rank-th, on the device where they fit, with the labels
+    the objective trains on; train.batch_size is the global batch, split over the ranks."""
     faces = place_faces(load_faces(manifest, "train", params.image_size)[rank::world], device,
                         free_device_memory(device))
-    n_faces = len(faces)
     labels = None
     if params.objective == "sgan":
         labels = labelled_subset(split_rows(manifest, "train"), params.sgan_classes,
@@ -58,85 +109,80 @@ def train(params: TrainParams, manifest: Path, output: Path) -> dict[str, float]
         labels = condition_labels(split_rows(manifest, "train"),
                                   params.conditions)[rank::world].to(faces.images.device)
         log_labelled(labels, config)
-    batch_size = max(1, min(params.batch_size // world, n_faces))  # train.batch_size is global
-    steps_per_epoch = max(1, n_faces // batch_size)
+    batch_size = max(1, min(params.batch_size // world, len(faces)))
+    return Shard(faces, labels, batch_size, max(1, len(faces) // batch_size))
 
-    run = new_run(params, device)
-    checkpoint_path = output / "checkpoint.pt"
-    resumed = try_resume(checkpoint_path, run, params)
-    snapshots = output / "snapshots"
-    if rank == 0:
-        prune_snapshots(snapshots, run.epoch)
-    if world > 1:
-        torch.manual_seed(params.seed + 1000 * rank + run.epoch)  # each rank its own noise and flips
-    step = build_step(run, params, device, world)
-    bf16 = step.bf16
+
+def log_start(step: Step, shard: Shard, rank: int, world: int) -> None:
+    """What the run trains on and how, in one line (and why colour augmentation is off, where it is)."""
+    params, run, device = step.params, step.run, step.device
     if params.augment != "off" and "color" in params.augment_policy and "color" not in step.policy:
         log.info("augmentation without color: the class terms of a conditional D judge colour tags")
-    log.info("%d train faces at %d px on %s (%s%s), %d steps per epoch, epochs %d..%d%s", n_faces,
-             params.image_size, device, "bf16 autocast" if bf16 else "fp32",
-             ", compiled" if use_compile(params.compile, device) else "", steps_per_epoch,
+    log.info("%d train faces at %d px on %s (%s%s), %d steps per epoch, epochs %d..%d%s", len(shard.faces),
+             params.image_size, device, "bf16 autocast" if step.bf16 else "fp32",
+             ", compiled" if use_compile(params.compile, device) else "", shard.steps_per_epoch,
              run.epoch + 1, params.epochs, f", rank {rank} of {world}" if world > 1 else "")
-    fixed_z = torch.randn(SAMPLE_GRID, params.nz, device=device,
-                          generator=torch.Generator(device=device).manual_seed(params.seed))
 
-    live_dir = output / "dvclive"
-    live: Live | NoLive = NoLive()
-    if rank == 0:
-        if resumed:
-            truncate_live_logs(live_dir, run.epoch)
-        live = Live(str(live_dir), resume=resumed, dvcyaml=False, save_dvc_exp=False)
-        live.step = run.epoch
-    live.log_metric("train_faces", n_faces * world, plot=False)
-    generator_ema = run.generator_ema
-    condition_rows = labels if params.objective == "gan" else None  # what BN recalibration asks for
-    started, first_step = time.perf_counter(), run.step
-    summary: dict[str, float] = {}
-    for epoch in tqdm(range(run.epoch + 1, params.epochs + 1), desc="train", unit="epoch",
-                      initial=run.epoch, total=params.epochs, disable=rank != 0):
-        totals = torch.zeros(6, device=device)  # summed on the device, synced once per epoch
-        order = faces.permutation()
-        for i in range(steps_per_epoch):
-            index = order[i * batch_size:(i + 1) * batch_size]
-            batch_labels = None if labels is None else labels[index].to(device, non_blocking=True)
-            totals += step(faces.batch(index), batch_labels)
-        if world > 1:
-            dist.all_reduce(totals)
-            totals[:4] /= world
-            totals[5] /= world
-        loss_d_sum, loss_g_sum, d_real, d_fake, g_updates, augment_p = totals.tolist()
-        g_updates /= world
-        summary = {"loss_d": loss_d_sum / steps_per_epoch, "loss_g": loss_g_sum / max(g_updates, 1),
-                   "d_real": d_real / steps_per_epoch, "d_fake": d_fake / steps_per_epoch,
-                   "augment_p": augment_p / steps_per_epoch}
-        if not all(math.isfinite(v) for v in summary.values()):
-            raise PipelineError(
-                f"train: the losses became {summary['loss_d']}/{summary['loss_g']} in epoch {epoch}; "
-                f"stopped, keeping the last good checkpoint {checkpoint_path} (epoch {run.epoch}). "
-                "Lower train.lr or try train.loss: hinge")
-        run.epoch = epoch
-        for name, value in summary.items():
-            live.log_metric(f"train/{name}", value)
-        live.log_metric("images_seen", run.step * batch_size * world, plot=False)
-        if rank == 0 and (epoch % params.sample_every == 0 or epoch == params.epochs):
-            recalibrate_batchnorm(generator_ema, params.nz, device, seed=params.seed, batches=2,
-                                  labels=condition_rows)
-            live.log_image(f"samples/{epoch:04d}.png", sample_grid(generator_ema, fixed_z, 8).numpy())
-        if rank == 0 and (epoch % params.snapshot_every == 0 or epoch == params.epochs):
-            save_snapshot(snapshots, run, params, config, device, condition_rows)
-        if rank == 0 and epoch % params.checkpoint_every == 0 and epoch < params.epochs:
-            save_checkpoint(checkpoint_path, run, params, config)
-        live.next_step()
 
-    elapsed = time.perf_counter() - started
-    summary["images_per_second"] = (run.step - first_step) * batch_size * world / max(elapsed, 1e-9)
-    live.log_metric("images_per_second", summary["images_per_second"], plot=False)
-    if rank == 0:
-        finish(run, params, config, manifest, output, device, bf16, summary, live)
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return summary
+def open_live(folder: Path, rank: int, resumed: bool, epoch: int) -> Live | NoLive:
+    """Rank 0's DVCLive log, continued at `epoch` (its later records dropped) when the run resumed;
+    the other ranks log nowhere."""
+    if rank != 0:
+        return NoLive()
+    if resumed:
+        truncate_live_logs(folder, epoch)
+    live = Live(str(folder), resume=resumed, dvcyaml=False, save_dvc_exp=False)
+    live.step = epoch
+    return live
+
+
+def run_epoch(step: Step, shard: Shard) -> StepStats:
+    """One pass over the shard in a fresh random order; the steps' statistics summed on the device."""
+    totals = zero_stats(step.device)
+    order = shard.faces.permutation()
+    for i in range(shard.steps_per_epoch):
+        index = order[i * shard.batch_size:(i + 1) * shard.batch_size]
+        labels = None if shard.labels is None else shard.labels[index].to(step.device, non_blocking=True)
+        add_stats(totals, step(shard.faces.batch(index), labels))
+    return totals
+
+
+def epoch_summary(totals: StepStats, steps: int) -> dict[str, float]:
+    """The epoch's means, read from the device in one copy: G's loss per G update, the rest per step."""
+    values = dict(zip(STAT_NAMES, torch.stack([totals[name] for name in STAT_NAMES]).tolist(), strict=True))
+    return {"loss_d": values["loss_d"] / steps, "loss_g": values["loss_g"] / max(values["g_updates"], 1),
+            "d_real": values["d_real"] / steps, "d_fake": values["d_fake"] / steps,
+            "augment_p": values["augment_p"] / steps}
+
+
+def stop_unless_finite(summary: dict[str, float], epoch: int, checkpoint_path: Path, last_good: int) -> None:
+    """A diverged run stops with the way out, before its numbers reach a log or a checkpoint."""
+    if not all(math.isfinite(v) for v in summary.values()):
+        raise PipelineError(
+            f"train: the losses became {summary['loss_d']}/{summary['loss_g']} in epoch {epoch}; "
+            f"stopped, keeping the last good checkpoint {checkpoint_path} (epoch {last_good}). "
+            "Lower train.lr or try train.loss: hinge")
+
+
+def log_epoch(live: Live | NoLive, summary: dict[str, float], images_seen: int) -> None:
+    for name, value in summary.items():
+        live.log_metric(f"train/{name}", value)
+    live.log_metric("images_seen", images_seen, plot=False)
+
+
+def write_epoch_outputs(output: Path, run: Run, params: TrainParams, config: NetConfig, device: torch.device,
+                        condition_rows: torch.Tensor | None, fixed_z: torch.Tensor, live: Live) -> None:
+    """Rank 0's files of the epoch just ended, each at its interval and at the last epoch: the EMA
+    generator's sample grid, its snapshot, and the checkpoint (the last is written by finish)."""
+    epoch = run.epoch
+    if epoch % params.sample_every == 0 or epoch == params.epochs:
+        recalibrate_batchnorm(run.generator_ema, params.nz, device, seed=params.seed, batches=2,
+                              labels=condition_rows)
+        live.log_image(f"samples/{epoch:04d}.png", sample_grid(run.generator_ema, fixed_z, 8).numpy())
+    if epoch % params.snapshot_every == 0 or epoch == params.epochs:
+        save_snapshot(output / "snapshots", run, params, config, device, condition_rows)
+    if epoch % params.checkpoint_every == 0 and epoch < params.epochs:
+        save_checkpoint(output / "checkpoint.pt", run, params, config)
 
 
 def finish(run: Run, params: TrainParams, config: NetConfig, manifest: Path, output: Path,

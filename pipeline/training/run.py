@@ -7,6 +7,7 @@ import copy
 import csv
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ def net_config(params: TrainParams) -> NetConfig:
         num_classes=len(params.sgan_classes) if params.objective == "sgan" else 0,
         conditions=tuple((group, tuple(tags)) for group, tags in params.conditions.items()),
         conditioning=params.conditioning,
+        upsample=params.upsample,
         mbstd_group=params.mbstd_group if params.arch == "dcgan" else 0,
     )
 
@@ -152,14 +154,20 @@ def save_checkpoint(path: Path, run: Run, params: TrainParams, config: NetConfig
 
 
 def prune_snapshots(folder: Path, epochs_kept: int) -> None:
-    """Keep the snapshots of the run being continued (up to its checkpoint's epoch), nothing else:
-    a fresh run starts with none, a resumed one drops what a killed run wrote after its checkpoint."""
+    """Keep the snapshots of the run being continued (up to its checkpoint's epoch): a fresh run
+    starts with none, a resumed one drops what a killed run wrote after its checkpoint. Files that
+    are not snapshots (notes, a copy made by hand) are not the run's to delete: they stay."""
     if not folder.is_dir():
         return
     for path in folder.iterdir():
         epoch = snapshot_epoch(path)
-        if epoch is None or epoch > epochs_kept:
+        if epoch is not None and epoch > epochs_kept and path.is_file():
             path.unlink()
+
+
+def sample_grid_epoch(path: Path) -> int | None:
+    """The epoch of a sample grid DVCLive wrote (0012.png); None for any other file or a folder."""
+    return int(path.stem) if re.fullmatch(r"[0-9]+\.png", path.name) and path.is_file() else None
 
 
 def truncate_live_logs(live_dir: Path, epochs_kept: int) -> None:
@@ -186,6 +194,7 @@ def truncate_live_logs(live_dir: Path, epochs_kept: int) -> None:
     except ValueError:  # torn by the kill, or not UTF-8
         summary.unlink()
     for grid in (live_dir / "plots" / "images" / "samples").glob("*.png"):
-        if int(grid.stem) > epochs_kept:
+        epoch = sample_grid_epoch(grid)  # a copy made by hand ("0010 (copy).png") is not DVCLive's
+        if epoch is not None and epoch > epochs_kept:
             grid.unlink()
 

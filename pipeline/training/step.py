@@ -23,6 +23,7 @@ from pipeline.models.losses import (
     sgan_class_loss,
     sgan_real_fake_logit,
 )
+from pipeline.models.sampling import from_uint8
 from pipeline.training.run import Run, uses_channels_last
 
 
@@ -51,13 +52,30 @@ def autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
 
 def to_model_input(batch: torch.Tensor, flip: bool, channels_last: bool) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], with random horizontal flips (faces are near symmetric)."""
-    images = batch.float().div_(127.5).sub_(1.0)
+    images = from_uint8(batch)
     if flip:
         mirrored = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < 0.5
         images = torch.where(mirrored, images.flip(3), images)
     if channels_last and images.dim() == 4:
         images = images.contiguous(memory_format=torch.channels_last)
     return images
+
+
+StepStats = dict[str, torch.Tensor]
+# what a step reports, each a 0-d device tensor to be summed over an epoch: D's and G's losses, D's
+# mean sigmoid score of the reals and the fakes, whether G was updated (0 or 1), augmentation's p
+STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "g_updates", "augment_p")
+
+
+def zero_stats(device: torch.device) -> StepStats:
+    """Epoch totals, nothing summed yet."""
+    return {name: torch.zeros((), device=device) for name in STAT_NAMES}
+
+
+def add_stats(totals: StepStats, stats: StepStats) -> None:
+    """Sum one step's statistics into `totals`, on the device (no host sync)."""
+    for name in STAT_NAMES:
+        totals[name] += stats[name]
 
 
 ADA_INTERVAL = 4  # D steps between two moves of the adaptive augmentation's p, as in ADA
@@ -92,6 +110,9 @@ class Step:
     bf16: bool
     channels_last: bool
     world: int = 1
+    # D uncompiled (DDP-wrapped where distributed), for wgan-gp's penalty: a gradient of a gradient,
+    # which a compiled network's backward cannot give; None: run.discriminator
+    eager_discriminator: nn.Module | None = None
 
     @property
     def policy(self) -> tuple[str, ...]:
@@ -127,9 +148,9 @@ class Step:
             return outputs[:, 0]
         return outputs
 
-    def __call__(self, batch: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Returns (loss_d, loss_g, D(x), D(G(z)), G updated, augment p) as a device tensor, to be
-        summed. `labels`: the semi-supervised GAN's classes (N,), or the tag groups' (N, groups)."""
+    def __call__(self, batch: torch.Tensor, labels: torch.Tensor | None) -> StepStats:
+        """Returns the step's statistics (STAT_NAMES), device tensors to be summed. `labels`: the
+        semi-supervised GAN's classes (N,), or the tag groups' (N, groups)."""
         params, run, config = self.params, self.run, self.run.config
         d_loss_fn, g_loss_fn = LOSSES[params.loss]
         score = self.score
@@ -151,44 +172,56 @@ class Step:
             if params.objective == "sgan" and labels is not None:
                 loss_d = loss_d + sgan_class_loss(real_out, labels)
             if config.acgan:  # D learns the classes from real faces only, with every known label
-                loss_d = loss_d + acgan_class_loss(real_out[:, 1:], labels, config.group_sizes)
+                loss_d = loss_d + acgan_class_loss(real_out[:, 1:1 + config.classes], labels,
+                                                   config.group_sizes)
+            if config.twin:  # and its twin learns which labels G's faces were asked for (TAC-GAN)
+                loss_d = loss_d + acgan_class_loss(fake_out[:, 1 + config.classes:], shown,
+                                                   config.group_sizes)
         if params.loss == "wgan-gp":
             # between the augmented reals and fakes, as DiffAugment's authors penalise (their
             # compare_gan code): the critic is kept 1-Lipschitz where it actually looks
+            eager = run.discriminator if self.eager_discriminator is None else self.eager_discriminator
             loss_d = loss_d + params.gp_weight * gradient_penalty(
-                lambda images: score(self.judge(images, shown)), real_seen, fake_seen)
+                lambda images: score(self.judge(images, shown, eager)), real_seen, fake_seen)
         run.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         run.opt_d.step()
         run.step += 1
         if params.augment == "adaptive":
             self.adapt(score(real_out), score(fake_out))
-        stats = torch.stack([loss_d.detach(), torch.zeros((), device=self.device),
-                             torch.sigmoid(score(real_out).detach().float()).mean(),
-                             torch.sigmoid(score(fake_out).detach().float()).mean(),
-                             torch.zeros((), device=self.device), run.augment_p.float()])
+        stats = {"loss_d": loss_d.detach(), "loss_g": torch.zeros((), device=self.device),
+                 "d_real": torch.sigmoid(score(real_out).detach().float()).mean(),
+                 "d_fake": torch.sigmoid(score(fake_out).detach().float()).mean(),
+                 "g_updates": torch.zeros((), device=self.device),
+                 "augment_p": run.augment_p.float().clone()}  # p as of this step, not a view of it
         if run.step % params.n_critic:
             return stats
         with autocast(self.device, self.bf16):
             fake_out = self.judge(self.augmented(fake), shown)
             loss_g = g_loss_fn(score(fake_out))
             if config.acgan:  # G is rewarded for faces D classifies as asked
-                loss_g = loss_g + params.acgan_weight * acgan_class_loss(fake_out[:, 1:], shown,
-                                                                         config.group_sizes)
+                class_term = acgan_class_loss(fake_out[:, 1:1 + config.classes], shown, config.group_sizes)
+                if config.twin:  # less what tells its own faces' labels apart: asked for a value, G
+                    # draws all of that value's faces, not the one most typical (Gong et al. 2019)
+                    class_term = class_term - acgan_class_loss(fake_out[:, 1 + config.classes:], shown,
+                                                               config.group_sizes)
+                loss_g = loss_g + params.acgan_weight * class_term
         run.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         run.opt_g.step()
         images = real.shape[0] * self.world  # this G step's global batch
         ema_update(run.generator_ema, run.generator,
                    ema_beta(images, run.step // params.n_critic * images, params.ema_kimg, params.ema_rampup))
-        stats[1], stats[4] = loss_g.detach(), 1.0
-        return stats
+        return stats | {"loss_g": loss_g.detach(), "g_updates": torch.ones((), device=self.device)}
 
-    def judge(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """D's outputs; a projection D is told the labels, the others are not."""
+    def judge(self, images: torch.Tensor, labels: torch.Tensor | None,
+              discriminator: nn.Module | None = None) -> torch.Tensor:
+        """D's outputs (through `discriminator`, a view of it, default the step's); a projection D is
+        told the labels, the others are not."""
+        discriminator = self.discriminator if discriminator is None else discriminator
         if labels is not None and not self.run.config.acgan:
-            return self.discriminator(images, labels)
-        return self.discriminator(images)
+            return discriminator(images, labels)
+        return discriminator(images)
 
 
 def build_step(run: Run, params: TrainParams, device: torch.device, world: int = 1) -> Step:
@@ -203,10 +236,11 @@ def build_step(run: Run, params: TrainParams, device: torch.device, world: int =
         ids = [device.index] if device.type == "cuda" else None
         generator = DistributedDataParallel(generator, device_ids=ids)
         discriminator = DistributedDataParallel(discriminator, device_ids=ids)
+    eager_discriminator = discriminator
     if use_compile(params.compile, device):
         mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs on CUDA
         generator, discriminator = (torch.compile(generator, mode=mode),
                                     torch.compile(discriminator, mode=mode))
     return Step(run, params, generator, discriminator, device, bf16,
-                uses_channels_last(params, device), world)
+                uses_channels_last(params, device), world, eager_discriminator)
 

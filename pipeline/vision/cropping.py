@@ -3,38 +3,31 @@ or, in passthrough mode, images that already are faces, square-cropped. One proc
 
 A file that cannot be decoded, or holds more pixels than scrape.max_pixels, is skipped and counted
 under its reason; a worker process that dies (the kernel's OOM killer, a crash in a decoder) stops
-the stage with one line naming the image it was reading.
+the stage with one line naming the image it was reading, and so does a face that cannot be written
+(a full disk). Every face is on the disk before the output folder is swapped in.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import shutil
-import signal
 import struct
-import threading
-import time
 import warnings
 import zlib
-from collections.abc import Iterator, MutableSequence, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
-from types import FrameType
 
 import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
+from pipeline.core.files import atomic_path, fsync_directory, write_bytes
 from pipeline.core.params import CropParams, PipelineError, ScrapeParams
+from pipeline.core.workers import watched_map
 from pipeline.data.formats import BOXES_FILE
 from pipeline.vision.cascade import detect_faces, load_detector, resolve_cascade
 
@@ -72,45 +65,19 @@ class SkippedImage(Exception):
         self.reason = reason
 
 
-# A worker process's own state, set by _init_worker: its detector, the pixel limit, and its slot of
-# the board where it notes the image it is reading, for the parent to name should it die there.
+# A worker process's own state, set by _setup_worker: its detector and the pixel limit.
 _detector: cv2.CascadeClassifier | None = None
 _max_pixels = ScrapeParams.max_pixels
-_board: MutableSequence[int] | None = None
-_slot = 0
 
 
-def _init_worker(cascade_path: str | None, max_pixels: int, board: MutableSequence[int],
-                 slots: Synchronized, stage_pid: int) -> None:
-    global _detector, _max_pixels, _board, _slot
+def _setup_worker(cascade_path: str | None, max_pixels: int) -> None:
+    global _detector, _max_pixels
     cv2.setNumThreads(1)  # one image per process already uses every core
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    signal.signal(signal.SIGTERM, _end_quietly)
-    threading.Thread(target=_watch_parent, args=(stage_pid,), daemon=True).start()
     # scrape.max_pixels, checked on the header, replaces Pillow's warning at its own higher limit
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     if cascade_path is not None:
         _detector = load_detector(Path(cascade_path))
-    _max_pixels, _board = max_pixels, board
-    with slots.get_lock():
-        _slot, slots.value = slots.value, slots.value + 1
-
-
-def _end_quietly(signum: int, frame: FrameType | None) -> None:
-    """When one worker dies, the pool ends the others with SIGTERM: they leave their slot empty,
-    so the board names only the image of the one that died."""
-    if _board is not None:
-        _board[_slot] = -1
-    os._exit(1)
-
-
-def _watch_parent(parent: int) -> None:
-    """End this worker once the stage process is gone (killed): nobody is left to take its results,
-    and the pool's queues would keep it waiting forever. The stage's pid comes from the stage, not
-    from getppid() here: a worker still starting up when the stage is killed is already an orphan."""
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(1)
+    _max_pixels = max_pixels
 
 
 def read_bgr(path: Path, max_pixels: int = ScrapeParams.max_pixels) -> np.ndarray:
@@ -174,6 +141,21 @@ def face_boxes(bgr: np.ndarray, params: CropParams) -> list[tuple[Box, Box]]:
     return [(box, grow_box(box, params.margin)) for box in sorted(found)]
 
 
+def save_face(face: np.ndarray, path: Path) -> None:
+    """The face as a PNG, its bytes on the disk before the stage swaps its output in (a power loss
+    leaves no empty face under its name). A face that cannot be written stops the stage: a full disk
+    would fail every face after it too, and a face set with holes is worse than the old one."""
+    encoded, png = cv2.imencode(".png", face)
+    if not encoded:
+        raise PipelineError(f"crop_faces could not encode {path.name} as PNG; the previous output is "
+                            "left as it was")
+    try:
+        write_bytes(path, png.tobytes())
+    except OSError as exc:
+        raise PipelineError(f"crop_faces could not write {path}: {exc.strerror or exc} (a full disk?); "
+                            "the previous output is left as it was") from None
+
+
 def crop_image(job: tuple[Path, Path, CropParams],
                max_pixels: int = ScrapeParams.max_pixels) -> CropResult:
     source, output, params = job
@@ -188,7 +170,7 @@ def crop_image(job: tuple[Path, Path, CropParams],
         face = cv2.resize(cut(bgr, crop_box), (params.size, params.size),
                           interpolation=cv2.INTER_AREA if side >= params.size else cv2.INTER_CUBIC)
         name = f"{source.stem}_{k}.png"
-        cv2.imwrite(str(output / name), face)
+        save_face(face, output / name)
         records.append({"face": name, "source_image": source.name, "box": list(box),
                         "crop_box": list(crop_box), "size": params.size,
                         "image_width": width, "image_height": height})
@@ -201,43 +183,9 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _crop_in_worker(job: tuple[int, Path, Path, CropParams]) -> CropResult:
-    """crop_image in a worker, with the image's index on the board while it is being read."""
-    index, source, output, params = job
-    assert _board is not None
-    _board[_slot] = index
-    try:
-        return crop_image((source, output, params), _max_pixels)
-    finally:
-        _board[_slot] = -1
-
-
-@contextmanager
-def crop_in_pool(images: list[Path], output: Path, params: CropParams, max_pixels: int,
-                 workers: int, cascade: str | None) -> Iterator[Iterator[CropResult]]:
-    """crop_image's results for every image, in their order, from `workers` spawned processes.
-    A worker that dies stops the stage with one line naming the
-    image it was reading (multiprocessing.Pool would wait for its result forever); workers still
-    busy when the stage stops first finish their current task."""
-    # spawned, not forked: a fork of a process that already runs threads (torch's, OpenCV's, a
-    # caller's) can copy a held lock into the child and hang it
-    context = multiprocessing.get_context("spawn")
-    board = context.RawArray("i", [-1] * workers)  # per worker: the image it is reading
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                               initargs=(cascade, max_pixels, board, context.Value("i", 0),
-                                         os.getpid()))
-    jobs = [(index, path, output, params) for index, path in enumerate(images)]
-    try:
-        yield pool.map(_crop_in_worker, jobs, chunksize=CHUNK)
-    except BrokenProcessPool:
-        pool.shutdown()  # the other workers end and leave their slots empty
-        reading = " or ".join(images[index].name for index in board if index >= 0)
-        raise PipelineError(
-            f"a crop_faces worker process died while reading {reading or 'no image'} "
-            "(killed for lack of memory? lower crop.workers or scrape.max_pixels, or remove the "
-            "file); the previous output is left as it was") from None
-    finally:
-        pool.shutdown(cancel_futures=True)
+def _crop_in_worker(job: tuple[Path, Path, CropParams]) -> CropResult:
+    """crop_image in a worker, under the pixel limit its setup was given."""
+    return crop_image(job, _max_pixels)
 
 
 def crop_folder(params: CropParams, source: Path, output: Path,
@@ -253,8 +201,13 @@ def crop_folder(params: CropParams, source: Path, output: Path,
     skipped = {UNREADABLE: 0, TOO_MANY_PIXELS: 0}
     stats: dict = {"images": len(images), "unreadable": 0, "images_with_faces": 0, "faces": 0,
                    "faces_padded": 0, "skipped": skipped}
-    with (crop_in_pool(images, staging, params, max_pixels, workers, cascade) as results,
-          (staging / BOXES_FILE).open("w") as boxes, logging_redirect_tqdm()):  # logs above the bar
+    jobs = [(path, staging, params) for path in images]
+    with (watched_map(_crop_in_worker, jobs, [path.name for path in images], stage="crop_faces",
+                      advice="killed for lack of memory? lower crop.workers or scrape.max_pixels, or "
+                             "remove the file",
+                      workers=workers, chunksize=CHUNK, setup=_setup_worker,
+                      setup_args=(cascade, max_pixels)) as results,
+          atomic_path(staging / BOXES_FILE) as boxes_file, boxes_file.open("w") as boxes):
         for result in tqdm(results, total=len(images), desc="crop_faces", unit="image"):
             if result.skipped:
                 skipped[result.skipped] += 1
@@ -268,7 +221,8 @@ def crop_folder(params: CropParams, source: Path, output: Path,
                 boxes.write(json.dumps(record) + "\n")
     stats["unreadable"] = skipped[UNREADABLE]  # the key of earlier runs, kept for comparisons
     shutil.rmtree(output, ignore_errors=True)
-    staging.rename(output)
+    staging.rename(output)  # every face and boxes.jsonl are on the disk: this swaps in a whole set
+    fsync_directory(output.parent)
     log.info("%d faces in %d of %d images (%d unreadable, %d over scrape.max_pixels, %d padded at "
              "the picture's edge)", stats["faces"], stats["images_with_faces"], stats["images"],
              skipped[UNREADABLE], skipped[TOO_MANY_PIXELS], stats["faces_padded"])

@@ -1,8 +1,9 @@
 """Tags for images of a local source, from where dataset tools put them: sidecar files beside an
-image (`x.txt` with comma- or space-separated tags, `x.json` with a `tags` field, for `x.png`) and,
-as in an ImageFolder tree, the name of the folder it lies in. A sidecar is parsed from bytes read
-with a bound; one that holds no readable tags says why, and costs its image only those tags.
-A face keeps each tag once, and a bounded number of them (bounded_tags)."""
+image (`x.txt` with comma- or space-separated tags, `x.json` with a `tags` field, for `x.png`; and
+gallery-dl's `x.png.json`, the post's metadata as the booru gave it) and, as in an ImageFolder tree,
+the name of the folder it lies in. A sidecar is parsed from bytes read with a bound; one that holds
+no readable tags says why, and costs its image only those tags. A face keeps each tag once, and a
+bounded number of them (bounded_tags)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from pathlib import PurePosixPath
 
 SIDECAR_SUFFIXES = (".txt", ".json")
 # A tag file of a million bytes is already some ten thousand tags: more is not a tag file, and
-# every sidecar of a tar is read before its images (local_source._tar_sidecars)
+# every sidecar of a tar is read before its images (local._tar_sidecars)
 SIDECAR_MAX_BYTES = 1 << 20
+# The field of a JSON sidecar that holds its tags, the first one present: `tags` as dataset tools,
+# gallery-dl, Moebooru and Gelbooru write it (a list, or a string); Danbooru's `tag_string`
+# (a string, always space-separated)
+JSON_TAG_FIELDS = ("tags", "tag_string")
 # A booru post has a few dozen tags, rarely a few hundred, and a tag is a few words. Within these
 # bounds a face's tags fill at most 512 x 201 characters of a manifest row: under csv's default
 # limit of 131,072 characters a field, so any csv reader reads the manifest
@@ -65,8 +70,15 @@ def image_stem(name: str) -> str:
     return member_path(name).with_suffix("").as_posix()
 
 
+def image_keys(name: str) -> tuple[str, str]:
+    """What an image's sidecars are named after: its stem (`x` for `x.txt`, `x.json` beside
+    `x.png`) and its full name (`x.png` for gallery-dl's `x.png.json`)."""
+    return image_stem(name), member_path(name).as_posix()
+
+
 def sidecar_stem(name: str) -> str | None:
-    """The image stem a sidecar's name pairs it with, or None if the name is no sidecar's."""
+    """The image key (image_keys) a sidecar's name pairs it with, or None if the name is no
+    sidecar's: `x.json` pairs with every `x.*` image, `x.png.json` with `x.png` alone."""
     path = member_path(name)
     return path.with_suffix("").as_posix() if path.suffix.lower() in SIDECAR_SUFFIXES else None
 
@@ -98,20 +110,29 @@ def parse_sidecar(name: str, data: bytes) -> Iterable[str]:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"not JSON ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(value, dict) or "tags" not in value:
-        raise ValueError("not a JSON object with a tags field")
-    tags = value["tags"]
-    if isinstance(tags, str):
-        found = tuple(split_tags(tags))
-    elif isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
-        found = tuple(tag for text in tags if (tag := as_tag(text)))
-    else:
-        raise ValueError(f"tags is {type(tags).__name__}, not a list of strings or a string")
+    found = json_tags(value)
     try:
         "".join(found).encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("a tag that is not UTF-8 text (a lone surrogate)") from None
     return found
+
+
+def json_tags(value: object) -> tuple[str, ...]:
+    """The tags of a JSON sidecar's object, from the first of JSON_TAG_FIELDS it has."""
+    fields = [field for field in JSON_TAG_FIELDS if field in value] if isinstance(value, dict) else []
+    if not fields:
+        raise ValueError(f"not a JSON object with a {' or '.join(JSON_TAG_FIELDS)} field")
+    tags = value[fields[0]]
+    if fields[0] == "tag_string":
+        if not isinstance(tags, str):
+            raise ValueError(f"tag_string is {type(tags).__name__}, not a string")
+        return tuple(word.group() for word in re.finditer(r"\S+", tags))
+    if isinstance(tags, str):
+        return tuple(split_tags(tags))
+    if isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
+        return tuple(tag for text in tags if (tag := as_tag(text)))
+    raise ValueError(f"tags is {type(tags).__name__}, not a list of strings or a string")
 
 
 def read_sidecar(name: str, data: bytes) -> Sidecar:

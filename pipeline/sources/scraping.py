@@ -1,7 +1,8 @@
-"""Listing pages of a site, or files of a local source, into the collection.
+"""The scrape stage's engine: every source into the collection. A site's listing pages (the demo
+booru's too, started here) through its adapter, or the files of a local folder or archive.
 
-Every site goes through the one polite session (web/http.py); downloads run in threads inside
-its per-host rate limit.
+Every site goes through the one polite session (pipeline/web/http.py); downloads run in threads
+inside its per-host rate limit.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.core.params import ScrapeParams
+from pipeline.demo.booru import DemoBooru
+from pipeline.sources.collection import DUPLICATE, SKIPPED, Collection, Outcome, ScrapeStats, md5_of
+from pipeline.sources.local import Member, local_images
 from pipeline.web.boorus import SITES, Adapter, Listing, Post
-from pipeline.web.collection import DUPLICATE, SKIPPED, Collection, Outcome, ScrapeStats, md5_of
-from pipeline.web.demo_booru import DemoBooru
 from pipeline.web.http import CloudflareChallenge, FetchError, PoliteSession
-from pipeline.web.local_source import Member, local_images
 
 log = logging.getLogger("pipeline.scrape")
 

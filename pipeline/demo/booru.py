@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from PIL import Image
 
-from pipeline.web.demo_art import draw_artwork
+from pipeline.demo.art import draw_artwork
 
 PER_PAGE = 20
 API_DEFAULT_LIMIT, API_MAX_LIMIT = 40, 100  # as Moebooru's post.json

@@ -8,9 +8,9 @@ A folder's links are followed only where they stay inside it: `0.txt -> ~/.aws/c
 put a secret into the tags, and from there into the manifest and the report. A link that leads out
 is refused, as an archive's links all are.
 
-An image's tags come from where dataset tools put them (pipeline/web/sidecars.py): sidecar files
-beside it (`x.txt`, `x.json` for `x.png`) and, as in an ImageFolder tree, the name of the folder it
-lies in. A sidecar is refused where an image would be, and read with a bound.
+An image's tags come from where dataset tools put them (pipeline/sources/sidecars.py): sidecar files
+beside it (`x.txt`, `x.json` for `x.png`, and gallery-dl's `x.png.json`) and, as in an ImageFolder
+tree, the name of the folder it lies in. A sidecar is refused where an image would be, and read with a bound.
 
 Hostile files never stop the run: a member whose data cannot be decompressed is reported with its
 reason, and an archive damaged midway keeps what was read before the damage; a bad sidecar costs
@@ -27,17 +27,18 @@ import tarfile
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from pipeline.core.params import PipelineError
-from pipeline.web.sidecars import (
+from pipeline.sources.sidecars import (
     SIDECAR_MAX_BYTES,
     Sidecar,
     bounded_tags,
     folder_tags,
-    image_stem,
+    image_keys,
     read_sidecar,
     shared_root,
     sidecar_stem,
@@ -59,6 +60,7 @@ SIDECAR_RECORD_BYTES = 200  # a held sidecar's record and its place in the lists
 TAG_ENTRY_BYTES = 48  # a held tag's place in the table that shares it
 
 log = logging.getLogger("pipeline.scrape")
+Found = TypeVar("Found")  # what a source lists a sidecar as: a path, a zip entry, a read Sidecar
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,12 @@ def unsafe_name(name: str) -> bool:
     """Absolute, drive-lettered or climbing out with `..`, in either slash style."""
     path = PurePosixPath(name.replace("\\", "/"))
     return path.is_absolute() or ".." in path.parts or ":" in (path.parts[0] if path.parts else "")
+
+
+def sidecars_of(name: str, sidecars: Mapping[str, list[Found]]) -> list[Found]:
+    """An image's sidecars, listed by the key their names pair them with (sidecars.sidecar_stem):
+    those named after its stem (`x.txt`) and those named after it in full (`x.png.json`)."""
+    return [sidecar for key in image_keys(name) for sidecar in sidecars.get(key, [])]
 
 
 def labelled(name: str, data: bytes, sidecars: Iterable[Sidecar], root: str | None = None) -> Member:
@@ -154,7 +162,7 @@ def _folder_members(folder: Path, max_bytes: int) -> Iterator[Member]:
             yield too_large
             continue
         found = [_folder_sidecar(p, p.relative_to(folder).as_posix(), root)
-                 for p in sidecars.get(image_stem(name), [])]
+                 for p in sidecars_of(name, sidecars)]
         yield labelled(name, data, found)
 
 
@@ -231,7 +239,7 @@ def _zip_members(archive: Path, max_bytes: int) -> Iterator[Member]:
             if too_large := _too_large(info.filename, len(data), max_bytes):
                 yield too_large
                 continue
-            found = [_zip_sidecar(zipped, s) for s in sidecars.get(image_stem(info.filename), [])]
+            found = [_zip_sidecar(zipped, s) for s in sidecars_of(info.filename, sidecars)]
             yield labelled(info.filename, data, found, root)
 
 
@@ -250,9 +258,9 @@ def _reason(exc: BaseException) -> str:
 
 
 class HeldSidecars:
-    """A tar's sidecars by image stem, their tags held up to TAR_SIDECARS_MAX_BYTES in all: a tag
-    is held once however many sidecars name it, and past the limit each later sidecar is refused
-    (its image is imported without its tags, the sidecar counted)."""
+    """A tar's sidecars by image key (sidecar_stem), their tags held up to TAR_SIDECARS_MAX_BYTES
+    in all: a tag is held once however many sidecars name it, and past the limit each later
+    sidecar is refused (its image is imported without its tags, the sidecar counted)."""
 
     def __init__(self) -> None:
         self.by_stem: dict[str, list[Sidecar]] = {}
@@ -280,8 +288,8 @@ class HeldSidecars:
 
 
 def _tar_sidecars(archive: Path) -> tuple[dict[str, list[Sidecar]], str | None]:
-    """The sidecars of a tar by image stem, and its shared root folder, read in a first pass
-    before any image. A sidecar may be stored before or after its image (`x.json`, `x.png`,
+    """The sidecars of a tar by image key (sidecar_stem), and its shared root folder, read in a
+    first pass before any image. A sidecar may be stored before or after its image (`x.json`, `x.png`,
     `x.txt` in name order), and one pass in archive order (see _tar_members) could only pair the
     later ones by holding images back, unbounded. This pass reads the headers and only the
     sidecars' bytes, each up to SIDECAR_MAX_BYTES, and keeps their tags alone, bounded
@@ -343,7 +351,7 @@ def _tar_members(archive: Path, max_bytes: int) -> Iterator[Member]:
             except READ_ERRORS as exc:
                 yield _broken_rest(member.name, exc)
                 return
-            yield labelled(member.name, data, sidecars.get(image_stem(member.name), []), root)
+            yield labelled(member.name, data, sidecars_of(member.name, sidecars), root)
         if _unread_rest(tarred):
             damage = tarfile.ReadError("a damaged header, or data past the end")
             yield _broken_rest(f"{archive.name} after {last}", damage)
