@@ -320,17 +320,7 @@ def test_tags_reach_the_manifest(tmp_path):
     source = make_source(tmp_path, {name: png(i + 70, side=24) if is_image(name) else data
                                     for i, (name, data) in enumerate(files.items())}, "folder")
     _, records, raw = scrape(tmp_path, source)
-    params = tmp_path / "params.yaml"
-    params.write_text("crop:\n  mode: passthrough\n  size: 16\n  workers: 1\n"
-                      "manifest:\n  dedup_distance: -1\n  val_fraction: 0.0\n")
-    faces = tmp_path / "faces"
-    crop_main(["--params", str(params), "--input", str(raw / "images"), "--output", str(faces),
-               "--stats", str(tmp_path / "crop_stats.json")])
-    manifest = tmp_path / "manifest.csv"
-    manifest_main(["--params", str(params), "--input", str(faces), "--posts",
-                   str(raw / "posts.jsonl"), "--output", str(manifest),
-                   "--stats", str(tmp_path / "manifest_stats.json"),
-                   "--tags", str(tmp_path / "tag_counts.json")])
+    manifest = crop_and_manifest(tmp_path, raw)
     with manifest.open(newline="") as handle:
         rows = {row["source_image"]: row["tags"] for row in csv.DictReader(handle)}
     expected = {**CLASS_TAGS, "top.png": ["blue_eyes", "smile"]}

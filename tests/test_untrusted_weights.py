@@ -164,15 +164,21 @@ def test_a_download_is_read_no_further_than_the_published_length(hub_home: Path,
     assert not hub_home.exists()
 
 
-def test_a_verified_download_is_cached_then_used_offline(hub_home: Path, random_inception_weights: Path,
-                                                         weights_server: HTTPServer,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def served_weights(random_inception_weights: Path, weights_server: HTTPServer,
+                   monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """Random Inception weights, published (pinned) and served: the bytes a download gets."""
     data = random_inception_weights.read_bytes()
     monkeypatch.setattr(inception, "INCEPTION_WEIGHTS", pinned_to(data))
     weights_server.expect_request(WEIGHTS_URL_PATH).respond_with_data(data)
+    return data
+
+
+def test_a_verified_download_is_cached_then_used_offline(hub_home: Path, served_weights: bytes,
+                                                         weights_server: HTTPServer) -> None:
     features = load_features(None, CPU)
     assert not isinstance(features, str)
-    assert hub_home.read_bytes() == data
+    assert hub_home.read_bytes() == served_weights
     weights_server.clear()  # offline from here: the cache alone must serve
     again = load_features(None, CPU)
     assert not isinstance(again, str)
@@ -182,12 +188,7 @@ def test_a_verified_download_is_cached_then_used_offline(hub_home: Path, random_
     assert len(weights_server.log) == 0
 
 
-def test_a_cache_that_cannot_be_written_costs_only_the_caching(hub_home: Path, random_inception_weights: Path,
-                                                               weights_server: HTTPServer,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    data = random_inception_weights.read_bytes()
-    monkeypatch.setattr(inception, "INCEPTION_WEIGHTS", pinned_to(data))
-    weights_server.expect_request(WEIGHTS_URL_PATH).respond_with_data(data)
+def test_a_cache_that_cannot_be_written_costs_only_the_caching(hub_home: Path, served_weights: bytes) -> None:
     hub_home.parent.parent.mkdir(parents=True)
     hub_home.parent.write_text("a file where the cache folder should be")
     assert not isinstance(load_features(None, CPU), str)

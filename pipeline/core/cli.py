@@ -19,7 +19,15 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
-from pipeline.core.params import SECTIONS, ParamError, PipelineError, _shown, _unknown, read_params
+from pipeline.core.params import (
+    SECTIONS,
+    ParamError,
+    PipelineError,
+    read_file,
+    read_params,
+    shown,
+    unknown_name,
+)
 
 log = logging.getLogger("pipeline")
 
@@ -48,12 +56,12 @@ def param_override(text: str) -> tuple[str, Any]:
     error (exit 2)."""
     key, equals, value = text.partition("=")
     if not equals or not key.strip():
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: expected SECTION.PARAM=VALUE, "
+        raise argparse.ArgumentTypeError(f"{shown(text)}: expected SECTION.PARAM=VALUE, "
                                          "as in train.epochs=5")
     try:
         return key.strip(), yaml.load(value, Loader=_ValueLoader)  # a SafeLoader
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: an int beyond Python's digit limit
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: the value is not valid YAML "
+        raise argparse.ArgumentTypeError(f"{shown(text)}: the value is not valid YAML "
                                          f"({exc.__class__.__name__})") from None
 
 
@@ -63,14 +71,14 @@ def _check_key(key: str, value: Any) -> list[str]:
     if not path:
         owners = [name for name, cls in SECTIONS.items() if key in {f.name for f in fields(cls)}]
         if owners:
-            raise ParamError(f"{_shown(key)}: name its section too, as in "
-                             + " or ".join(f"{owner}.{key}={_shown(value)}" for owner in owners))
-        raise _unknown(key, "section", SECTIONS)
+            raise ParamError(f"{shown(key)}: name its section too, as in "
+                             + " or ".join(f"{owner}.{key}={shown(value)}" for owner in owners))
+        raise unknown_name(key, "section", SECTIONS)
     if section not in SECTIONS:
-        raise _unknown(section, "section", SECTIONS)
+        raise unknown_name(section, "section", SECTIONS)
     known = [f.name for f in fields(SECTIONS[section])]
     if path[0] not in known:
-        raise _unknown(f"{section}.{path[0]}", "param", known)
+        raise unknown_name(f"{section}.{path[0]}", "param", known)
     return [section, *path]
 
 
@@ -85,22 +93,9 @@ def apply_override(raw: dict[str, Any], key: str, value: Any) -> None:
             child = node[name] = {}
         if not isinstance(child, dict):
             where = ".".join(parents[:depth])
-            raise ParamError(f"{_shown(key)}: {where} is {_shown(child)}, not a mapping of params")
+            raise ParamError(f"{shown(key)}: {where} is {shown(child)}, not a mapping of params")
         node = child
     node[last] = value
-
-
-def _file_contents(path: Path) -> dict[str, Any]:
-    """The params file's mapping, unchecked: the overrides go in before it is validated."""
-    if not path.is_file():
-        raise ParamError(f"{path}: params file not found (run from the project root or pass --params)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, ValueError) as exc:
-        raise ParamError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
-    if raw is not None and not isinstance(raw, dict):
-        raise ParamError(f"{path}: must be a mapping of sections ({', '.join(SECTIONS)})")
-    return raw or {}
 
 
 class StageParser(argparse.ArgumentParser):
@@ -118,7 +113,7 @@ def overridden_params(owner: object, path: Path, overrides: Sequence[tuple[str, 
     """The params file with `overrides` applied, as a private copy for every reader of --params
     (the stage, the scorecard, the report) to see the same values; removed once `owner` (the
     parsed arguments) is gone. The params file itself is never written."""
-    raw = _file_contents(path)
+    raw = read_file(path)
     for key, value in overrides:
         apply_override(raw, key, value)
     folder = Path(tempfile.mkdtemp(prefix="params-with-overrides-"))

@@ -60,28 +60,29 @@ def _require(ok: bool, name: str, message: str) -> None:
         raise ParamError(f"{name}: {message}")
 
 
-def _shown(value: Any) -> str:
-    """A refused value, cut short: a 400-digit number still makes a one-line message."""
+def shown(value: Any) -> str:
+    """A refused value for a message, cut short: a 400-digit number, or a hostile page's or file's
+    megabyte field, still makes a one-line message."""
     text = str(value)
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
 
 
 def _require_between(name: str, value: float, low: float, high: float, note: str = "") -> None:
     """`value` in [low, high]; `note` says what the bounds mean, after them in the message."""
-    _require(low <= value <= high, name, f"must be in [{low}, {high}]{note}, got {_shown(value)}")
+    _require(low <= value <= high, name, f"must be in [{low}, {high}]{note}, got {shown(value)}")
 
 
 def _require_seed(name: str, value: int) -> None:
     _require(0 <= value <= MAX_SEED, name,
-             f"must be a whole number from 0 to {MAX_SEED}, got {_shown(value)}")
+             f"must be a whole number from 0 to {MAX_SEED}, got {shown(value)}")
 
 
-def _unknown(name: str, kind: str, known: Iterable[str]) -> ParamError:
+def unknown_name(name: str, kind: str, known: Iterable[str]) -> ParamError:
     """An unknown name, with the closest known one when there is one, else all of them."""
     known = list(known)
     close = difflib.get_close_matches(name.rsplit(".", 1)[-1], known, n=1)
     hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
-    return ParamError(f"{_shown(name)}: unknown {kind}; {hint}")
+    return ParamError(f"{shown(name)}: unknown {kind}; {hint}")
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,7 @@ class TrainParams:
                 _require(tag != ANY, name, f"{tag!r} is every group's value for an unlabelled face, "
                          "not a tag")
                 _require(bool(tag) and tag.split() == [tag], name,
-                         f"{_shown(repr(tag))} is not a tag: a post's tags are split on whitespace")
+                         f"{shown(repr(tag))} is not a tag: a post's tags are split on whitespace")
                 _require(tag not in seen, name, f"{tag!r} is already a tag of group {seen.get(tag)}")
                 seen[tag] = group
 
@@ -378,7 +379,7 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         return _finite_float(name, value)
     if kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-        _require(ok, name, f"must be an int, got {_shown(repr(value))}")
+        _require(ok, name, f"must be an int, got {shown(repr(value))}")
         return value
     _require(isinstance(value, str), name, f"must be a string, got {value!r}")
     return value
@@ -388,7 +389,7 @@ def _finite_float(name: str, value: Any) -> float:
     """YAML gives ints where floats are meant (rate: 2); .inf, .nan and numbers beyond a float's
     range would pass some checks (nan fails every comparison) and break the stage later."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    _require(ok, name, f"must be a float, got {_shown(repr(value))}")
+    _require(ok, name, f"must be a float, got {shown(repr(value))}")
     try:
         number = float(value)
     except OverflowError:
@@ -401,20 +402,24 @@ def read_params(params_path: str | Path = "params.yaml") -> dict[str, Any]:
     """Every section of params.yaml, validated (defaults for absent sections and keys). Each stage
     checks the whole file, so a mistake in any section stops the first stage, not a later one
     after hours of work."""
-    path = Path(params_path)
+    raw = read_file(Path(params_path))
+    for key in raw:
+        if key not in SECTIONS:
+            raise unknown_name(str(key), "section", SECTIONS)
+    return {name: parse_section(name, {} if raw.get(name) is None else raw[name]) for name in SECTIONS}
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The params file's mapping of sections, its contents not yet checked."""
     if not path.is_file():
         raise ParamError(f"{path}: params file not found (run from the project root or pass --params)")
     try:
         raw = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: an int beyond Python's digit limit
         raise ParamError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
+    if raw is not None and not isinstance(raw, dict):
         raise ParamError(f"{path}: must be a mapping of sections ({', '.join(SECTIONS)})")
-    for key in raw:
-        if key not in SECTIONS:
-            raise _unknown(str(key), "section", SECTIONS)
-    return {name: parse_section(name, {} if raw.get(name) is None else raw[name]) for name in SECTIONS}
+    return raw or {}
 
 
 def read_section(name: str, params_path: str | Path = "params.yaml") -> Any:
@@ -429,7 +434,7 @@ def parse_section(name: str, values: dict[str, Any]) -> Any:
     known = [f.name for f in fields(cls)]
     for key in values:
         if key not in known:
-            raise _unknown(f"{name}.{key}", "param", known)
+            raise unknown_name(f"{name}.{key}", "param", known)
     kinds = get_type_hints(cls)
     kwargs = {key: _coerce(f"{name}.{key}", value, kinds[key]) for key, value in values.items()}
     params = cls(**kwargs)

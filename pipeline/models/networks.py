@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import re
-import reprlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from pipeline.core.files import atomic_path
-from pipeline.core.params import ARCHS, CONDITIONINGS, IMAGE_SIZES, UPSAMPLINGS, PipelineError
+from pipeline.core.params import ARCHS, CONDITIONINGS, IMAGE_SIZES, UPSAMPLINGS, PipelineError, shown
 
 GENERATOR_FORMAT = "anime-face-dcgan/generator/1"
 SNAPSHOT_NAME = "epoch-{epoch:05d}.pt"  # train's EMA generator of that epoch, in models/snapshots/
@@ -317,11 +316,6 @@ class UnusableGenerator(ValueError):
     """One field of a generator file's payload that this project cannot use, in words."""
 
 
-def _shown(value: object) -> str:
-    """A value from the file for a message: shortened, since a hostile file can hold a huge one."""
-    return reprlib.repr(value)
-
-
 def _is_whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -330,7 +324,7 @@ def _check_sizes(config: dict[str, Any]) -> None:
     for name, (low, high) in CONFIG_LIMITS.items():
         if name in config and not (_is_whole(config[name]) and low <= config[name] <= high):
             raise UnusableGenerator(f"config.{name} must be a whole number in [{low}, {high}], "
-                                    f"got {_shown(config[name])}")
+                                    f"got {shown(repr(config[name]))}")
 
 
 def _check_choices(config: dict[str, Any]) -> None:
@@ -338,40 +332,41 @@ def _check_choices(config: dict[str, Any]) -> None:
         value = config.get(name, choices[0])  # an absent field keeps NetConfig's default
         if type(value) is not type(choices[0]) or value not in choices:  # 48.0 == 48, True == 1
             raise UnusableGenerator(f"config.{name} must be one of {', '.join(map(str, choices))}, "
-                                    f"got {_shown(value)}")
+                                    f"got {shown(repr(value))}")
     for name in CONFIG_FLAGS:
         if not isinstance(config.get(name, False), bool):
-            raise UnusableGenerator(f"config.{name} must be true or false, got {_shown(config[name])}")
+            raise UnusableGenerator(f"config.{name} must be true or false, got {shown(repr(config[name]))}")
 
 
 def _checked_group(group: object) -> tuple[str, tuple[str, ...]]:
     """One (name, tags) pair of config.conditions, as tuples; the rules of train.conditions."""
     if not isinstance(group, (tuple, list)) or len(group) != 2:
-        raise UnusableGenerator(f"config.conditions holds {_shown(group)}, not a (group, tags) pair")
+        raise UnusableGenerator(f"config.conditions holds {shown(repr(group))}, not a (group, tags) pair")
     name, tags = group
     if not isinstance(name, str) or not name.isidentifier():
-        raise UnusableGenerator(f"config.conditions group {_shown(name)} is not a name of letters, "
+        raise UnusableGenerator(f"config.conditions group {shown(repr(name))} is not a name of letters, "
                                 "digits and underscores")
     if not isinstance(tags, (tuple, list)) or not 2 <= len(tags) <= MAX_GROUP_TAGS:
-        got = f"{len(tags)}" if isinstance(tags, (tuple, list)) else _shown(tags)
-        raise UnusableGenerator(f"config.conditions group {_shown(name)} must list 2 to "
+        got = f"{len(tags)}" if isinstance(tags, (tuple, list)) else shown(repr(tags))
+        raise UnusableGenerator(f"config.conditions group {shown(repr(name))} must list 2 to "
                                 f"{MAX_GROUP_TAGS} tags, got {got}")
     if not all(isinstance(tag, str) for tag in tags) or len(set(tags)) != len(tags):
-        raise UnusableGenerator(f"config.conditions group {_shown(name)} must list different tag names, "
-                                f"got {_shown(tags)}")
+        raise UnusableGenerator(f"config.conditions group {shown(repr(name))} must list different tag names, "
+                                f"got {shown(repr(tags))}")
     return name, tuple(tags)
 
 
 def _checked_conditions(conditions: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if not isinstance(conditions, (tuple, list)):
-        raise UnusableGenerator(f"config.conditions must be a list of tag groups, got {_shown(conditions)}")
+        raise UnusableGenerator("config.conditions must be a list of tag groups, "
+                                f"got {shown(repr(conditions))}")
     if len(conditions) > MAX_GROUPS:
         raise UnusableGenerator(f"config.conditions may hold at most {MAX_GROUPS} tag groups, "
                                 f"got {len(conditions)}")
     groups = tuple(_checked_group(group) for group in conditions)
     names = [name for name, _ in groups]
     if len(set(names)) != len(names):
-        raise UnusableGenerator(f"config.conditions names a tag group twice: {_shown(names)}")
+        raise UnusableGenerator(f"config.conditions names a tag group twice: {shown(repr(names))}")
     return groups
 
 
@@ -379,10 +374,10 @@ def _checked_config(config: object) -> NetConfig:
     """The stored config as a NetConfig: every field of its type, every size within its limit, so
     building the generator can neither fail on a type nor allocate without bound."""
     if not isinstance(config, dict):
-        raise UnusableGenerator(f"config must be a mapping, got {_shown(config)}")
+        raise UnusableGenerator(f"config must be a mapping, got {shown(repr(config))}")
     unknown = [key for key in config if key not in {field.name for field in fields(NetConfig)}]
     if unknown:
-        raise UnusableGenerator(f"config has unknown keys {_shown(unknown)}")
+        raise UnusableGenerator(f"config has unknown keys {shown(repr(unknown))}")
     _check_sizes(config)
     _check_choices(config)
     if "conditions" in config:
@@ -405,9 +400,9 @@ def checked_payload(payload: dict[str, Any]) -> NetConfig:
             raise UnusableGenerator(f"it has no {key}")
     epoch = payload["epoch"]
     if not (_is_whole(epoch) and epoch >= 0):
-        raise UnusableGenerator(f"epoch must be a whole number, 0 or more, got {_shown(epoch)}")
+        raise UnusableGenerator(f"epoch must be a whole number, 0 or more, got {shown(repr(epoch))}")
     if not isinstance(payload["ema"], bool):
-        raise UnusableGenerator(f"ema must be true or false, got {_shown(payload['ema'])}")
+        raise UnusableGenerator(f"ema must be true or false, got {shown(repr(payload['ema']))}")
     _check_tensors(payload, "state_dict")
     if RAW_STATE in payload:
         _check_tensors(payload, RAW_STATE)
@@ -440,6 +435,12 @@ def load_generator(path: Path, device: torch.device | str = "cpu") -> tuple[Gene
         raise PipelineError(f"{path}: generator weights do not match its config: {detail}") from None
     generator.to(device).eval()
     return generator, payload
+
+
+def describe_generator(payload: dict[str, Any]) -> str:
+    """A loaded generator file in a few words, for the pages that show its faces."""
+    weights = "EMA" if payload["ema"] else "raw"
+    return f"{weights} generator after epoch {payload['epoch']}, {payload['config']['image_size']} px faces"
 
 
 def snapshot_epoch(path: Path) -> int | None:

@@ -23,6 +23,7 @@ import yaml
 
 from pipeline.core.files import write_text
 from pipeline.core.params import PipelineError
+from pipeline.models.networks import describe_generator
 from pipeline.rendering.templating import BASE_STYLE, fill, page_template, read_template
 
 log = logging.getLogger("pipeline.rendering.report")
@@ -511,11 +512,6 @@ def params_section(path: Path, params: Any | None) -> str:
     if loose:
         body += f"<div><h3>other</h3>{table(loose)}</div>"
     return section("params", "Params", f'<div class="columns">{body}</div>{source_note(path)}')
-
-
-def describe_generator(payload: Mapping[str, Any]) -> str:
-    weights = "EMA" if payload["ema"] else "raw"
-    return f"{weights} generator after epoch {payload['epoch']}, {payload['config']['image_size']} px faces"
 
 
 def generator_summary(payload: Mapping[str, Any]) -> dict[str, Any]:

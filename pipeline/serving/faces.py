@@ -24,10 +24,9 @@ from pipeline.core.params import SERVE_SETTINGS as SETTINGS  # the query's own; 
 from pipeline.core.params import PipelineError
 from pipeline.data.labels import ANY
 from pipeline.models.conditions import known_tags, labels_for_tags
-from pipeline.models.networks import Generator
+from pipeline.models.networks import Generator, describe_generator
 from pipeline.models.sampling import seeded_latents
 from pipeline.rendering.figures import image_grid
-from pipeline.rendering.report import describe_generator
 
 MAX_FACES = 64  # one request draws at most this many: each costs CPU time under the one lock
 FACE_PX = 96  # each face is upscaled (whole factor) to at least this, as in the report's grid

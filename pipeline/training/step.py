@@ -5,7 +5,7 @@ their step with build_step, so what the benchmark measures is what training runs
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -114,12 +114,13 @@ class Step:
     # which a compiled network's backward cannot give; None: run.discriminator
     eager_discriminator: nn.Module | None = None
 
-    @property
-    def policy(self) -> tuple[str, ...]:
-        """train.augment_policy, less colour for a conditional D: its class terms (AC-GAN heads,
-        projection) judge tags that are colours, which a colour shift would falsify."""
-        policy = () if self.params.augment == "off" else self.params.augment_policy
-        return tuple(name for name in policy if not (self.run.config.conditions and name == "color"))
+    # train.augment_policy, less colour for a conditional D: its class terms (AC-GAN heads,
+    # projection) judge tags that are colours, which a colour shift would falsify
+    policy: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        chosen = () if self.params.augment == "off" else self.params.augment_policy
+        self.policy = tuple(name for name in chosen if not (self.run.config.conditions and name == "color"))
 
     def augmented(self, images: torch.Tensor) -> torch.Tensor:
         """What D sees of `images`: augmented with probability p by the policy."""

@@ -30,7 +30,7 @@ from urllib.parse import urlencode, urljoin
 
 from bs4 import BeautifulSoup
 
-from pipeline.core.params import FILE_KINDS, PipelineError
+from pipeline.core.params import FILE_KINDS, PipelineError, shown
 
 
 class MarkupError(PipelineError):
@@ -100,7 +100,6 @@ API_PAGE_SIZE = 100  # posts per JSON page: Moebooru's maximum, within Danbooru'
 DANBOORU_LAST_NUMBERED_PAGE = 1000  # page 1001 answers 410; beyond, pages go by id
 
 MAX_POST_ID = 10**18  # ids are database keys; a longer number is not one
-SHOWN_CHARS = 40  # of a malformed value quoted in a reason
 
 FIRST_SLICE_CHARS = 64  # the least of a page handed to the JSON decoder for one Post.register call
 CUT_TOKEN_CHARS = 16  # an error this near a slice's end may be a token the slice cut (-Infinity, \uXXXX)
@@ -117,12 +116,6 @@ def _rating(table: Mapping[str, str], value: Any) -> str:
     return table.get(str(value).strip().lower(), "")
 
 
-def _shown(value: Any) -> str:
-    """A value quoted in a reason, cut short: a hostile page may put megabytes in one field."""
-    text = repr(value)
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
-
-
 def post_id(value: Any) -> int:
     """A post id as the sites give it, a positive integer or its decimal digits; else the post is
     malformed. bool is not a number here, and neither are floats or non-ASCII digits."""
@@ -130,7 +123,7 @@ def post_id(value: Any) -> int:
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < MAX_POST_ID:
         return value
-    raise MalformedPost(f"post id {_shown(value)} is not a number")
+    raise MalformedPost(f"post id {shown(repr(value))} is not a number")
 
 
 def _md5(value: Any, post: int) -> str | None:
@@ -139,7 +132,7 @@ def _md5(value: Any, post: int) -> str | None:
         return None
     if isinstance(value, str) and _MD5.fullmatch(value):
         return value.lower()
-    raise MalformedPost(f"post {post}: md5 {_shown(value)} is not an md5")
+    raise MalformedPost(f"post {post}: md5 {shown(repr(value))} is not an md5")
 
 
 def _text(value: Any) -> str | None:
@@ -328,7 +321,7 @@ def _api_post(data: dict, number: int, page_url: str, fields: ApiFields) -> Post
     if not original or data.get("is_deleted") or data.get("status") == "deleted":
         return None
     if not isinstance(original, str):
-        raise MalformedPost(f"post {number}: {fields.original} {_shown(original)} is not a URL")
+        raise MalformedPost(f"post {number}: {fields.original} {shown(repr(original))} is not a URL")
     urls = {"preview": data.get(fields.preview), "sample": data.get(fields.sample),
             "original": original}
     return Post(id=number, urls=_absolute(page_url, urls),
