@@ -186,19 +186,21 @@ def test_conditional_accuracy_tells_a_generator_that_obeys_from_one_that_ignores
     metrics, details = measure_conditions(ColourGenerator(obeys), JudgeSets("solid faces", train, val),
                                           train, params, torch.device("cpu"), lambda faces: 0.5,
                                           lambda faces: 0.0, spread_against)
-    assert metrics["cond_hair_ceiling"] == 1.0  # solid colours: the classifier tells them apart
+    assert set(metrics) == {"cond_hair_of_ceiling", "cond_hair_min_variety", "cond_eyes_of_ceiling",
+                            "cond_eyes_min_variety"}  # accuracy and ceiling are details, not columns
+    assert details["hair"]["ceiling"] == 1.0  # solid colours: the classifier tells them apart
     low, high = details["hair"]["ceiling_95"]  # on 12 val faces: a wide interval
     assert details["hair"]["ceiling_faces"] == 12 and low < 0.8 and high == 1.0
     assert details["judge"] == "solid faces"
     # each hair value's samples against its own 20 train faces; the lowest variety is eval.json's
     assert spreads[:3] == [(30, 20)] * 3 and metrics["cond_hair_min_variety"] == 0.25
     if obeys:
-        assert metrics["cond_hair_accuracy"] >= 0.95 and metrics["cond_hair_of_ceiling"] >= 0.95
+        assert details["hair"]["accuracy"] >= 0.95 and metrics["cond_hair_of_ceiling"] >= 0.95
     else:  # every face comes out black-haired: right only when black was asked
-        assert metrics["cond_hair_accuracy"] == pytest.approx(1 / 3)
+        assert details["hair"]["accuracy"] == pytest.approx(1 / 3)
         assert details["hair"]["values"]["black_hair"]["accuracy"] == 1.0
         assert details["hair"]["values"]["blue_hair"]["accuracy"] == 0.0
-    assert metrics["cond_eyes_ceiling"] is None and metrics["cond_eyes_of_ceiling"] is None
+    assert details["eyes"]["ceiling"] is None and metrics["cond_eyes_of_ceiling"] is None
     assert details["hair"]["labelled_train_faces"] == 60
     assert details["hair"]["values"]["blonde_hair"]["face_rate"] == 0.5
 

@@ -271,11 +271,12 @@ def test_stage_offline_writes_every_other_metric_and_the_sheet(
     assert metrics["fid"] is None and metrics["kid_mean"] is None and metrics["kid_std"] is None
     details = json.loads((tmp_path / "first" / "eval_details.json").read_text())
     assert details["fid_status"].startswith("unavailable: no Inception weights, download failed")
-    assert metrics["face_rate"] == 0.0 and metrics["face_rate_real"] >= 0.5
-    assert metrics["nn_distance_samples"] > 0 and metrics["nn_distance_val"] > 0
-    assert (metrics["samples"], metrics["val_faces"], metrics["reference_images"]) == (8, VAL_FACES,
-                                                                                      TRAIN_FACES)
-    assert metrics["best_epoch"] == 3 and metrics["snapshots_scored"] == 1
+    reference = details["reference"]
+    assert metrics["face_rate"] == 0.0 and reference["face_rate_real"] >= 0.5
+    assert reference["nn_distance_samples"] > 0 and reference["nn_distance_val"] > 0
+    assert (reference["samples"], reference["val_faces"], reference["reference_images"]) == (8, VAL_FACES,
+                                                                                            TRAIN_FACES)
+    assert metrics["best_epoch"] == 3 and reference["snapshots_scored"] == 1
     with Image.open(tmp_path / "first" / "nearest_neighbours.png") as sheet:
         face = 48 * 2
         assert sheet.size == (6 * (face + 2) + 2, 3 * (face + 2) + 2)  # sample + 5 neighbours, 3 rows

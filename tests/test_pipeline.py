@@ -79,7 +79,8 @@ def test_dvc_repro_end_to_end(project):
         assert (root / "reports" / name).stat().st_size > 1000
     assert (root / "models/best.pt").is_file()
     scores = json.loads((root / "metrics/eval.json").read_text())
-    assert scores["snapshots_scored"] == 2 and scores["samples"] == 16 and "face_rate" in scores
+    reference = json.loads((root / "metrics/eval_details.json").read_text())["reference"]
+    assert reference["snapshots_scored"] == 2 and reference["samples"] == 16 and "face_rate" in scores
     with (root / "metrics/snapshots.csv").open() as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
 
@@ -93,7 +94,7 @@ def test_dvc_repro_end_to_end(project):
     assert "Running stage 'evaluate'" in out and "Running stage 'render'" in out
     for stage in ("scrape", "crop_faces", "manifest", "train"):
         assert f"Running stage '{stage}'" not in out
-    assert json.loads((root / "metrics/eval.json").read_text())["samples"] == 12
+    assert json.loads((root / "metrics/eval_details.json").read_text())["reference"]["samples"] == 12
 
     # more epochs: the finished run continues, and what follows it runs again
     out = sh("dvc", "exp", "run", "-S", "train.epochs=3", cwd=root, env=env)

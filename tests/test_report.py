@@ -39,11 +39,11 @@ PICTURES = {  # img id -> file under the reports folder
     "interpolation": "interpolation.png",
     "interpolation-gif": "interpolation.gif",
 }
-SCORES = {"selected_by": "kid", "fid": 41.25, "kid_mean": 0.031, "kid_std": 0.002, "coverage": 0.412,
+SCORES = {"fid": 41.25, "kid_mean": 0.031, "kid_std": 0.002, "coverage": 0.412,
           "precision": 0.655, "recall": 0.301, "density": 0.87, "variety": 0.83, "near_identical": 0.02,
-          "high_frequency": 1.37, "face_rate": 0.62, "face_rate_real": 0.93, "raw_coverage": 0.388,
+          "high_frequency": 1.37, "face_rate": 0.62, "raw_coverage": 0.388,
           "raw_precision": 0.6, "raw_recall": 0.25, "raw_variety": 0.71, "raw_near_identical": 0.05,
-          "raw_high_frequency": 1.52, "raw_face_rate": 0.58, "best_epoch": 3, "cond_hair_accuracy": 0.9,
+          "raw_high_frequency": 1.52, "raw_face_rate": 0.58, "best_epoch": 3, "cond_hair_of_ceiling": 0.9375,
           "nn_distance_mean": None}
 STATS = {
     "raw/scrape_stats.json": {"downloaded": 16, "failed": 1, "failures": ["post 7: HTTP 404"]},
@@ -72,6 +72,7 @@ HAIR = {  # one tag group as eval_details.json's conditions holds it
 }
 DETAILS = {"fid_status": "ok", "selected_by": "kid", "memorisation": "no copying: 0.0% of samples",
            "damaged_snapshots": [],
+           "reference": {"face_rate_real": 0.93, "samples": 5000, "reference_images": 19, "val_faces": 2},
            "intervals": {"ema": {"variety_95": None, "near_identical_95": [0.011, 0.034],
                                  "face_rate_95": [0.59, 0.65]},
                          "raw": {"variety_95": [0.64, 0.79], "near_identical_95": [0.03, 0.08],
@@ -229,7 +230,7 @@ def test_snapshot_table_marks_the_kept_epoch(full_run: Path) -> None:
 def test_every_new_score_has_a_note(full_run: Path) -> None:
     every = between(page(full_run), "<h3>Every score</h3>", "<h3>Nearest neighbours</h3>")
     for key in ("coverage", "variety", "high_frequency", "raw_coverage", "raw_face_rate",
-                "cond_hair_accuracy"):
+                "cond_hair_of_ceiling", "face_rate_real", "samples"):
         assert row_cells(every, key)[1], f"{key} has no note"
     assert "one repeated face or speckle scores near 0" in row_cells(every, "coverage")[1]
     assert row_cells(every, "raw_variety")[1].startswith("the same as variety, for the raw (non-EMA) weights")

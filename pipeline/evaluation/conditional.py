@@ -159,11 +159,12 @@ def measure_conditions(generator: nn.Module, judge: JudgeSets,
                        device: torch.device, rate: Callable[[torch.Tensor], float | None],
                        copies: Callable[[torch.Tensor], float],
                        spread_against: Callable[[torch.Tensor, torch.Tensor], dict]) -> tuple[dict, dict]:
-    """eval.json's numbers per group (cond_<group>_accuracy, _ceiling, _of_ceiling, and the lowest
-    variety of its values) and the details per value, with 95% intervals and the counts they rest
-    on. `train` is the train faces and labels each value's samples are compared with; `rate` and
-    `copies` give the face rate and near-copy share of a set of samples, `spread_against` their
-    variety, near-identical share, high-frequency energy and PRDC against a value's train faces."""
+    """eval.json's numbers per group (cond_<group>_of_ceiling and _min_variety, the lowest variety of
+    its values) and the details per group (accuracy, ceiling) and per value, with 95% intervals and
+    the counts they rest on. `train` is the train faces and labels each value's samples are
+    compared with; `rate` and `copies` give the face rate and near-copy share of a set of samples,
+    `spread_against` their variety, near-identical share, high-frequency energy and PRDC against a
+    value's train faces."""
     config: NetConfig = generator.config
     sizes = config.group_sizes
     judge_faces, judge_labels = judge.train
@@ -199,8 +200,7 @@ def measure_conditions(generator: nn.Module, judge: JudgeSets,
         accuracy = None if None in accuracies else sum(accuracies) / len(accuracies)
         share = None if accuracy is None or not ceiling else accuracy / ceiling
         varieties = [value["variety"] for value in values.values() if value.get("variety") is not None]
-        metrics |= {f"cond_{group}_accuracy": accuracy, f"cond_{group}_ceiling": ceiling,
-                    f"cond_{group}_of_ceiling": share,
+        metrics |= {f"cond_{group}_of_ceiling": share,
                     f"cond_{group}_min_variety": min(varieties) if varieties else None}
         samples_asked = params.condition_samples * len(tags)
         details[group] = {"accuracy": accuracy, "accuracy_95": _interval(accuracy, samples_asked),

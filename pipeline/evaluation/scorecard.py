@@ -22,13 +22,15 @@ from pipeline.models.networks import save_generator
 
 log = logging.getLogger("pipeline.evaluate")
 
-# the columns `dvc exp show` compares across experiments; words go to eval_details.json
-METRICS = ("selected_by", "fid", "fid_reliable", "kid_mean", "kid_std", "coverage", "precision",
-           "recall", "density", "variety", "near_identical", "high_frequency", "inception_precision",
-           "inception_recall", "inception_density", "inception_coverage", "face_rate", "face_rate_real",
-           "near_copies_samples", "near_copies_val", "copies_train_faces", "nn_distance_samples",
-           "nn_distance_val", "best_epoch", "samples", "reference_images", "val_faces",
-           "snapshots_scored", "snapshots_damaged")
+# the columns `dvc exp show` compares across experiments: scores that rank a run
+METRICS = ("fid", "fid_reliable", "kid_mean", "kid_std", "coverage", "precision", "recall", "density",
+           "variety", "near_identical", "high_frequency", "inception_precision", "inception_recall",
+           "inception_density", "inception_coverage", "face_rate", "near_copies_samples",
+           "copies_train_faces", "best_epoch")
+# what the scores rest on and the real faces' own figures, to read them by: eval_details.json's
+# "reference", not experiment columns
+REFERENCE = ("face_rate_real", "near_copies_val", "nn_distance_samples", "nn_distance_val", "samples",
+             "reference_images", "val_faces", "snapshots_scored", "snapshots_damaged")
 # the raw generator beside the EMA one: eval.json's raw_<name>
 RAW_METRICS = ("coverage", "precision", "recall", "variety", "near_identical", "high_frequency", "face_rate")
 # 95% intervals and counts go to eval_details.json
@@ -76,9 +78,9 @@ def evaluate(params_path: Path, paths: Paths) -> dict:
              paths.output / "nearest_neighbours.png")
     curve = snapshots.curve_rows(scored)
     write_csv(paths.output / "snapshots.csv", curve)
-    scores["selected_by"] = metric
     details = {"fid_status": scores["fid_status"], "selected_by": metric,
                "memorisation": verdict(copying), "damaged_snapshots": damaged,
+               "reference": {name: scores[name] for name in REFERENCE},
                "intervals": {"ema": intervals(scores, len(samples)),
                              "raw": intervals(raw_scores, raw_count) if raw_scores else None},
                "conditions": by_condition, "snapshots": curve}

@@ -44,7 +44,7 @@ HEADLINE_NUMBERS = (  # (label, data stats file, key path): the few numbers a ne
 )
 TAG_COUNTS = "tag_counts.json"  # under the data folder: tag -> faces, shown as bars
 SHOWN_TAGS = 25
-EVAL_NOTES = {  # metrics/eval.json keys a newcomer may not know; others are shown without a note
+EVAL_NOTES = {  # eval.json keys (and eval_details.json's words and reference) a newcomer may not know
     "selected_by": "the score that chose models/best.pt among the snapshots: fid where reliable, else kid, "
                    "else coverage",
     "memorisation": "what the two copying measures below say together",
@@ -398,7 +398,8 @@ def evaluation_section(sources: ReportSources, scores: Any | None, details: Any 
     if isinstance(scores, Mapping):
         known = details if isinstance(details, Mapping) else {}
         words = {key: value for key, value in known.items() if isinstance(value, str)}
-        rows = words | dict(scores)
+        reference = known.get("reference")
+        rows = words | dict(scores) | (dict(reference) if isinstance(reference, Mapping) else {})
         every = table(rows, eval_notes(rows, tag_groups(known)), none="not available")
         body = ("<h3>What the generator draws</h3>" + generator_table(scores, known.get("intervals"))
                 + "<h3>Snapshots</h3>" + snapshots_table(sources, scores, details)
