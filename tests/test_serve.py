@@ -494,10 +494,17 @@ def test_bad_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert "argument --port: must be in [0, 65535], got 70000" in capsys.readouterr().err
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """The child takes Ctrl-C as a command typed in a terminal does, even where this test runs as a
+    background job, whose shell starts it with SIGINT ignored (then Python never raises
+    KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_real_command_prints_its_url_serves_and_stops_on_ctrl_c(unconditional_file: Path) -> None:
     server = subprocess.Popen([sys.executable, "-m", "pipeline.serve", "--generator", str(unconditional_file),
                                "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+                              text=True, preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         ready, _, _ = select.select([server.stdout], [], [], HANG_GUARD_S)
         assert ready, f"no URL printed within {HANG_GUARD_S} s"
