@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "defaults": ("the defaults", {}),
     "batch-64": ("batch 64, as before: half the steps for the same images", {"batch_size": 64}),
+    "batch-16": ("batch 16: twice the steps for the same images", {"batch_size": 16}),
     "adaptive": ("adaptive augmentation (ADA, ada_kimg 100), as before", {"augment": "adaptive"}),
     "no-mbstd": ("no minibatch stddev in D", {"mbstd_group": 0}),
     "acgan-0.5": ("G's class term weighted 0.5", {"acgan_weight": 0.5}),
