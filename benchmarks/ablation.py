@@ -39,6 +39,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tac": ("TAC-GAN: a twin classifier of the fakes' labels", {"conditioning": "tac"}),
     "resize": ("G upsamples by resizing and a 3x3 convolution", {"upsample": "resize"}),
     "tac-resize": ("both", {"conditioning": "tac", "upsample": "resize"}),
+    "mode-seeking": ("MSGAN's mode-seeking term, weight 1", {"mode_seeking": 1.0}),
+    "mode-seeking-0.2": ("MSGAN's mode-seeking term, weight 0.2", {"mode_seeking": 0.2}),
+    "epochs-180": ("180 epochs: half again the steps", {"epochs": 180}),
 }
 # the scores of the table: eval.json's names
 COLUMNS = ("variety", "near_identical", "high_frequency", "coverage", "precision", "face_rate",

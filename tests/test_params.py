@@ -255,6 +255,7 @@ def test_every_whole_number_has_a_maximum(section, key):
                                    "requests per second, got 1e-09"),
         ("train", {"lr": 5.0}, "train.lr: must be in (0, 1], got 5.0"),
         ("train", {"batch_size": 10**6}, "train.batch_size: must be in [1, 4096], got 1000000"),
+        ("train", {"mode_seeking": -1}, "train.mode_seeking: must be in [0, 100] (0: off), got -1.0"),
         ("crop", {"scale_factor": 1.001}, "crop.scale_factor: must be in [1.01, 2] (each smaller step "
                                           "scans many more scales), got 1.001"),
     ],

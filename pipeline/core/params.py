@@ -203,6 +203,7 @@ class TrainParams:
     ema_rampup: float | None = 0.05
     mbstd_group: int = 4
     acgan_weight: float = 1.0
+    mode_seeking: float = 0.0
     sgan_classes: tuple[str, ...] = ()
     labelled_fraction: float = 0.1
     conditions: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CONDITIONS))
@@ -264,6 +265,8 @@ class TrainParams:
                  f"must be 0 (off) or a group size up to 64, got {self.mbstd_group}")
         _require(0.0 <= self.acgan_weight <= 100.0, "train.acgan_weight",
                  f"must be in [0, 100], got {self.acgan_weight}")
+        _require(0.0 <= self.mode_seeking <= 100.0, "train.mode_seeking",
+                 f"must be in [0, 100] (0: off), got {self.mode_seeking}")
         _require(self.device in DEVICES, "train.device",
                  f"must be one of {', '.join(DEVICES)}, got {self.device!r}")
         _require(self.precision in PRECISIONS, "train.precision",

@@ -100,3 +100,25 @@ def acgan_class_loss(class_logits: torch.Tensor, labels: torch.Tensor,
         total = total + (per_face * labelled).sum() / labelled.sum().clamp(min=1.0)  # no host sync
         start += size
     return total
+
+
+MODE_SEEKING_POOL = 4  # the mode-seeking term compares faces at a quarter of their side (12 px at 48)
+
+
+def paired_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Labels whose last len // 2 rows repeat the first len // 2: the pairs mode_seeking_loss compares."""
+    pairs = len(labels) // 2
+    return torch.cat([labels[:len(labels) - pairs], labels[:pairs]])
+
+
+def mode_seeking_loss(fakes: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """MSGAN's term (Mao et al. 2019): the inverse of how far apart pairs of faces drawn for the same
+    labels are per distance of their noise, so that G cannot answer one label with one face. Face i
+    of the first len // 2 pairs with face i of the last len // 2 (paired_labels). The faces are
+    compared as small thumbnails, where colour speckle cannot pass for a different face."""
+    pairs = len(fakes) // 2
+    thumbs = F.avg_pool2d(fakes.float(), MODE_SEEKING_POOL)
+    first, second = thumbs[:pairs], thumbs[len(fakes) - pairs:]
+    z_first, z_second = z[:pairs].float(), z[len(z) - pairs:].float()
+    ratio = (first - second).abs().mean() / (z_first - z_second).abs().mean()
+    return 1.0 / (ratio + 1e-5)

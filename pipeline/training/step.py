@@ -20,6 +20,8 @@ from pipeline.models.losses import (
     LOSSES,
     acgan_class_loss,
     gradient_penalty,
+    mode_seeking_loss,
+    paired_labels,
     sgan_class_loss,
     sgan_real_fake_logit,
 )
@@ -161,14 +163,16 @@ class Step:
         # the fakes are asked for the labels of the reals beside them, some hidden: both sides of D
         # see the same label distribution, "any" included
         shown = hide_labels(labels, run.group_sizes, LABEL_DROPOUT) if conditional else None
+        # mode seeking compares pairs of fakes asked for the same labels, still the reals' distribution
+        asked = paired_labels(shown) if conditional and params.mode_seeking else shown
         real = to_model_input(batch, params.flip, self.channels_last)
         z = torch.randn(real.shape[0], params.nz, device=self.device)
         with autocast(self.device, self.bf16):
-            fake = self.generator(z, shown) if conditional else self.generator(z)
+            fake = self.generator(z, asked) if conditional else self.generator(z)
             # D sees reals and fakes through the same augmentation, in both updates (DiffAugment)
             real_seen, fake_seen = self.augmented(real), self.augmented(fake.detach())
             real_out = self.judge(real_seen, shown)
-            fake_out = self.judge(fake_seen, shown)
+            fake_out = self.judge(fake_seen, asked)
             loss_d = d_loss_fn(score(real_out), score(fake_out), params.label_smoothing)
             if params.objective == "sgan" and labels is not None:
                 loss_d = loss_d + sgan_class_loss(real_out, labels)
@@ -176,7 +180,7 @@ class Step:
                 loss_d = loss_d + acgan_class_loss(real_out[:, 1:1 + config.classes], labels,
                                                    config.group_sizes)
             if config.twin:  # and its twin learns which labels G's faces were asked for (TAC-GAN)
-                loss_d = loss_d + acgan_class_loss(fake_out[:, 1 + config.classes:], shown,
+                loss_d = loss_d + acgan_class_loss(fake_out[:, 1 + config.classes:], asked,
                                                    config.group_sizes)
         if params.loss == "wgan-gp":
             # between the augmented reals and fakes, as DiffAugment's authors penalise (their
@@ -198,15 +202,17 @@ class Step:
         if run.step % params.n_critic:
             return stats
         with autocast(self.device, self.bf16):
-            fake_out = self.judge(self.augmented(fake), shown)
+            fake_out = self.judge(self.augmented(fake), asked)
             loss_g = g_loss_fn(score(fake_out))
             if config.acgan:  # G is rewarded for faces D classifies as asked
-                class_term = acgan_class_loss(fake_out[:, 1:1 + config.classes], shown, config.group_sizes)
+                class_term = acgan_class_loss(fake_out[:, 1:1 + config.classes], asked, config.group_sizes)
                 if config.twin:  # less what tells its own faces' labels apart: asked for a value, G
                     # draws all of that value's faces, not the one most typical (Gong et al. 2019)
-                    class_term = class_term - acgan_class_loss(fake_out[:, 1 + config.classes:], shown,
+                    class_term = class_term - acgan_class_loss(fake_out[:, 1 + config.classes:], asked,
                                                                config.group_sizes)
                 loss_g = loss_g + params.acgan_weight * class_term
+            if params.mode_seeking:
+                loss_g = loss_g + params.mode_seeking * mode_seeking_loss(fake, z)
         run.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         run.opt_g.step()
