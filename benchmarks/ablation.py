@@ -40,8 +40,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "resize": ("G upsamples by resizing and a 3x3 convolution", {"upsample": "resize"}),
     "tac-resize": ("both", {"conditioning": "tac", "upsample": "resize"}),
     "mode-seeking": ("MSGAN's mode-seeking term, weight 1", {"mode_seeking": 1.0}),
-    "mode-seeking-0.2": ("MSGAN's mode-seeking term, weight 0.2", {"mode_seeking": 0.2}),
-    "epochs-180": ("180 epochs: half again the steps", {"epochs": 180}),
+    "mode-seeking-x2": ("MSGAN's mode-seeking term, weight 2", {"mode_seeking": 2.0}),
+    "mode-seeking-batch-16": ("mode seeking (weight 1), batch 16", {"mode_seeking": 1.0, "batch_size": 16}),
+    "mode-seeking-180": ("mode seeking (weight 1), 180 epochs", {"mode_seeking": 1.0, "epochs": 180}),
 }
 # the scores of the table: eval.json's names
 COLUMNS = ("variety", "near_identical", "high_frequency", "coverage", "precision", "face_rate",
