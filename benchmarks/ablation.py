@@ -43,6 +43,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "mode-seeking-x2": ("MSGAN's mode-seeking term, weight 2", {"mode_seeking": 2.0}),
     "mode-seeking-batch-16": ("mode seeking (weight 1), batch 16", {"mode_seeking": 1.0, "batch_size": 16}),
     "mode-seeking-180": ("mode seeking (weight 1), 180 epochs", {"mode_seeking": 1.0, "epochs": 180}),
+    "mode-seeking-200": ("mode seeking (weight 1), 200 epochs", {"mode_seeking": 1.0, "epochs": 200}),
+    "mode-seeking-x1.5-180": ("mode seeking (weight 1.5), 180 epochs", {"mode_seeking": 1.5, "epochs": 180}),
+    "mode-seeking-x2-180": ("mode seeking (weight 2), 180 epochs", {"mode_seeking": 2.0, "epochs": 180}),
 }
 # the scores of the table: eval.json's names
 COLUMNS = ("variety", "near_identical", "high_frequency", "coverage", "precision", "face_rate",

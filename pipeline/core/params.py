@@ -191,7 +191,7 @@ class TrainParams:
     nz: int = 100
     ngf: int = 32
     ndf: int = 32
-    epochs: int = 120
+    epochs: int = 200
     batch_size: int = 32
     lr: float = 2e-4
     beta1: float = 0.5
@@ -203,7 +203,7 @@ class TrainParams:
     ema_rampup: float | None = 0.05
     mbstd_group: int = 4
     acgan_weight: float = 1.0
-    mode_seeking: float = 0.0
+    mode_seeking: float = 1.0
     sgan_classes: tuple[str, ...] = ()
     labelled_fraction: float = 0.1
     conditions: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CONDITIONS))
