@@ -426,8 +426,9 @@ def test_mode_seeking_punishes_one_face_per_label_and_ignores_speckle():
     face = torch.rand(1, 3, 48, 48) * 2 - 1
     one_face = face.repeat(8, 1, 1, 1)
     speckled = (one_face + 0.5 * torch.randn(8, 3, 48, 48)).clamp(-1, 1)
-    varied = torch.rand(8, 3, 1, 1).expand(8, 3, 48, 48) * 2 - 1  # flat faces of other colours
-    assert 4 * mode_seeking_loss(varied, z) < mode_seeking_loss(speckled, z) < mode_seeking_loss(one_face, z)
+    varied = torch.full((8, 3, 48, 48), -0.5)
+    varied[4:] = 0.5  # each pair two flat faces of other colours
+    assert 3 * mode_seeking_loss(varied, z) < mode_seeking_loss(speckled, z) < mode_seeking_loss(one_face, z)
 
 
 def test_mode_seeking_pairs_fakes_asked_for_the_same_labels():
@@ -459,3 +460,16 @@ def test_the_mode_seeking_term_drives_the_generator_apart(conditions):
                      labels[:batch] if conditions else None)
         assert all(bool(torch.isfinite(value)) for value in stats.values())
     assert spread() > before
+
+
+def test_each_pair_pays_for_itself_so_far_pairs_cannot_hide_a_collapsed_one():
+    """Half the pairs one face and half far apart pay more than every pair moderately apart at the
+    same mean distance: a label drawn as one face shows even beside varied "any" pairs."""
+    z = torch.ones(8, 4)
+    z[4:] = -1  # every pair's noise equally far apart
+    base = torch.zeros(8, 3, 48, 48)
+    even = base.clone()
+    even[4:] = 0.5  # every pair 0.5 apart
+    mixed = base.clone()
+    mixed[6:] = 1.0  # pairs 2 and 3 one apart, pairs 0 and 1 one face
+    assert mode_seeking_loss(mixed, z) > 2 * mode_seeking_loss(even, z)
