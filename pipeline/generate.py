@@ -26,6 +26,7 @@ import torch
 
 from pipeline.core.cli import command_name, run_stage
 from pipeline.core.files import save_png
+from pipeline.core.params import MAX_SEED
 from pipeline.models.conditions import labels_for_tags
 from pipeline.models.networks import load_generator
 from pipeline.models.sampling import interpolation_latents, seeded_latents
@@ -53,7 +54,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=checked(int, lambda n: 1 <= n <= 4096, "must be in [1, 4096]"),
                         default=64,
                         help="faces in the grid, or rows with --interpolate (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (default: %(default)s)")
+    parser.add_argument("--seed", default=0,
+                        type=checked(int, lambda s: 0 <= s <= MAX_SEED, f"must be in [0, {MAX_SEED}]"),
+                        help="noise seed (default: %(default)s)")
     parser.add_argument("--tags", nargs="+", default=[], metavar="TAG",
                         help="tag values to ask a conditional generator for, one per tag group")
     parser.add_argument("--out", type=Path, default=Path("faces.png"),

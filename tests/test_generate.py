@@ -97,6 +97,8 @@ def test_weights_of_another_shape_are_refused(rendered: Path, tmp_path: Path,
     (["--temperature", "0"], "argument --temperature: must be in (0, 2], got 0"),
     (["--size", "8"], "argument --size: must be in [16, 512], got 8"),
     (["--interpolate", "1"], "argument --interpolate: must be in [2, 1000], got 1"),
+    (["--seed", "-1"], "argument --seed: must be in [0, 9223372036854775807], got -1"),
+    (["--seed", "9" * 20], "argument --seed: must be in [0, 9223372036854775807], got " + "9" * 20),
     (["--out", "faces.jpg"], "--out must end in .png or .gif, got faces.jpg"),
     (["--out", "faces.gif"], "a .gif animates interpolations: add --interpolate STEPS"),
 ])
