@@ -32,6 +32,8 @@ def test_defaults_file_is_valid():
         ("scrape", {"rate": -1}, "scrape.rate"),
         ("scrape", {"rate": 0}, "scrape.rate"),
         ("scrape", {"base_url": "ftp://x"}, "scrape.base_url"),
+        ("scrape", {"user_agent": "faces/1.0\r\nX-Injected: 1"}, "scrape.user_agent"),
+        ("scrape", {"user_agent": "faces/1.0 \u00e9t\u00e9"}, "scrape.user_agent"),
         ("train", {"image_size": 50}, "train.image_size"),
         ("train", {"epochs": 0}, "train.epochs"),
         ("train", {"label_smoothing": 0.3}, "train.label_smoothing"),

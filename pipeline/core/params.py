@@ -136,6 +136,9 @@ class ScrapeParams:
         _require_between("scrape.retries", self.retries, 0, 20)
         _require_seed("scrape.demo_seed", self.demo_seed)
         _require(bool(self.user_agent.strip()), "scrape.user_agent", "must not be empty")
+        # a header value: a control character would end the header or be refused by requests
+        _require(all(" " <= char <= "~" for char in self.user_agent), "scrape.user_agent",
+                 f"must be one line of printable ASCII, got {shown(repr(self.user_agent))}")
         if self.base_url is not None:
             _require(self.base_url.startswith(("http://", "https://")), "scrape.base_url",
                      f"must start with http:// or https://, got {self.base_url!r}")
